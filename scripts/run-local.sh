@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make run`: both services on the embedded defaults (SQLite, local outbox), in the foreground.
+# Ctrl-C stops both. Migrations are applied by each service as it starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var
+if [ -z "${API_TOKEN:-}" ]; then
+  [ -s var/api-token ] || .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(24))" > var/api-token
+  API_TOKEN=$(cat var/api-token)
+fi
+export API_TOKEN
+
+.venv/bin/python -m triage & triage=$!
+.venv/bin/python -m notifier & notifier=$!
+trap 'kill $triage $notifier 2>/dev/null; wait' INT TERM EXIT
+
+for port in "${TRIAGE_PORT:-8001}" "${NOTIFIER_PORT:-8002}"; do
+  for _ in $(seq 1 60); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    kill -0 $triage 2>/dev/null && kill -0 $notifier 2>/dev/null || { echo "a service failed to start" >&2; exit 1; }
+    sleep 0.5
+  done
+done
+
+cat <<MSG
+
+  Triage API:    http://127.0.0.1:${TRIAGE_PORT:-8001}/docs
+  Notifier API:  http://127.0.0.1:${NOTIFIER_PORT:-8002}/docs
+  API token:     $API_TOKEN   (Authorization: Bearer \$API_TOKEN; saved in var/api-token)
+  Outbox:        ${OUTBOX_DIR:-var/outbox}/  (messages land here while no Twilio/SMTP is configured)
+
+  In another terminal, 'make demo' loads a sample school and a morning of register marks.
+  Ctrl-C stops both services.
+
+MSG
+wait -n $triage $notifier

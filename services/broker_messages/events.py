@@ -1,0 +1,69 @@
+"""Input events on `attendance.events` (contract §2)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from broker_messages.codes import CODE_CATEGORIES, LEGACY_CODES
+
+
+def _printable(value: str) -> str:
+    # Control characters and bidi overrides have no business in an id or a free-text field
+    # that staff will read.
+    if any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or 0x202A <= ord(ch) <= 0x202E
+           or 0x2066 <= ord(ch) <= 0x2069 for ch in value if ch not in "\n\t"):
+        raise ValueError("contains control or bidirectional-override characters")
+    return value
+
+
+def _known_code(value: str) -> str:
+    if value not in CODE_CATEGORIES and value not in LEGACY_CODES:
+        raise ValueError(f"unknown register code {value!r}")
+    return value
+
+
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
+]
+Urn = Annotated[str, Field(pattern=r"^[0-9]{6,8}$")]
+FreeText = Annotated[str, Field(max_length=2000), AfterValidator(_printable)]
+RegisterCode = Annotated[str, Field(max_length=3), AfterValidator(_known_code)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, str_strip_whitespace=True)
+
+    event_id: Identifier
+    school_urn: Urn
+    pupil_id: Identifier
+    date: dt.date
+
+
+class RegisterMark(_Event):
+    schema_: Literal["register.mark/v1"] = Field(alias="schema")
+    session: Literal["AM", "PM"]
+    code: RegisterCode
+    recorded_at: AwareDatetime
+    minutes_late: Annotated[int, Field(ge=0, le=600)] | None = None
+    comment: FreeText | None = None
+
+
+class PupilRemoved(_Event):
+    schema_: Literal["pupil.removed/v1"] = Field(alias="schema")
+    ground: FreeText | None = None
+
+
+Event = Annotated[RegisterMark | PupilRemoved, Field(discriminator="schema_")]
+EVENT_ADAPTER: TypeAdapter[RegisterMark | PupilRemoved] = TypeAdapter(Event)
+
+ROUTING_KEYS: dict[type[_Event], str] = {
+    RegisterMark: "register.mark",
+    PupilRemoved: "pupil.removed",
+}
+
+
+def routing_key(event: RegisterMark | PupilRemoved) -> str:
+    return ROUTING_KEYS[type(event)]

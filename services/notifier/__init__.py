@@ -1,0 +1,1 @@
+"""Notifier: renders and sends the contacts triage decides on, and tracks their delivery."""

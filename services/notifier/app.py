@@ -1,0 +1,164 @@
+"""Notifier service assembly: storage, providers, consumer, dispatcher and HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import uvicorn
+from aio_pika.abc import AbstractRobustConnection
+from fastapi import FastAPI
+
+from broker_messages import topology
+from broker_messages.contact import ContactRequest
+from notifier.api import api, webhooks
+from notifier.dispatch import Dispatcher
+from notifier.intake import Intake
+from notifier.metrics import NotifierMetrics
+from notifier.migrations import upgrade
+from notifier.providers import Provider
+from notifier.providers.outbox import OutboxFile
+from notifier.providers.smtp import SmtpEmail
+from notifier.providers.twilio import TwilioClient, TwilioSms, TwilioVoice
+from notifier.settings import NotifierSettings
+from notifier.templates import TemplateLibrary
+from servicekit import broker, logs
+from servicekit.clock import Clock, SystemClock
+from servicekit.consumer import BatchConsumer
+from servicekit.database import database_reachable, make_engine
+from servicekit.web import operations_router
+
+log = logging.getLogger(__name__)
+
+
+def build_providers(settings: NotifierSettings) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    if settings.twilio_configured:
+        assert settings.twilio_account_sid and settings.twilio_auth_token
+        twilio = TwilioClient(
+            settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_api_base, sender=settings.twilio_from,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            status_callback=settings.public_base_url.rstrip("/") + "/twilio/status",
+            timeout=settings.provider_timeout_seconds,
+        )
+        providers["sms"] = TwilioSms(twilio)
+        providers["voice"] = TwilioVoice(twilio)
+    else:
+        providers["sms"] = providers["voice"] = OutboxFile(settings.outbox_dir, "Twilio account")
+    if settings.smtp_host:
+        providers["email"] = SmtpEmail(
+            host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls, timeout=settings.provider_timeout_seconds,
+        )
+    else:
+        providers["email"] = OutboxFile(settings.outbox_dir, "SMTP server")
+    return providers
+
+
+class NotifierService:
+    def __init__(self, settings: NotifierSettings, clock: Clock | None = None,
+                 run_dispatcher: bool = True) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = NotifierMetrics()
+        self.engine = make_engine(settings.database_url)
+        self.templates = TemplateLibrary(settings.templates_dir)
+        self.intake = Intake(self.engine, self.clock, self.templates)
+        self._run_dispatcher = run_dispatcher
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connection: AbstractRobustConnection | None = None
+        self.providers: dict[str, Provider] = {}
+        self.dispatcher: Dispatcher | None = None
+        self.consumer: BatchConsumer[ContactRequest] | None = None
+
+    async def start(self) -> None:
+        await upgrade(self.engine)
+        self.providers = build_providers(self.settings)
+        self.dispatcher = Dispatcher(
+            self.engine, self.clock, self.providers, self.metrics,
+            attempts=self.settings.send_attempts,
+            initial_wait=self.settings.retry_initial_seconds,
+        )
+        self.connection = await broker.connect(self.settings.amqp_url)
+        channel = await broker.confirmed_channel(self.connection)
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        queue, dead = await topology.declare_requests(channel)
+        self.consumer = BatchConsumer(
+            name="notifier",
+            parse=ContactRequest.model_validate_json,
+            handle=self._accept,
+            dead_exchange=dead,
+            batch_size=self.settings.prefetch,
+            on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
+        )
+        self._spawn(self.consumer.run())
+        if self._run_dispatcher:
+            self._spawn(self.dispatcher.run(self.settings.dispatch_poll_seconds))
+        await self.consumer.start(queue)
+        log.info("notifier.started")
+
+    async def _accept(self, requests: list[ContactRequest]) -> list[str | None]:
+        verdicts = await self.intake.accept(requests)
+        for verdict in verdicts:
+            self.metrics.requests.labels("accepted" if verdict is None else "rejected").inc()
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        return verdicts
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for provider in {id(p): p for p in self.providers.values()}.values():
+            with contextlib.suppress(Exception):
+                await provider.close()
+        if self.connection is not None:
+            await self.connection.close()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        broker_up = self.connection is not None and not self.connection.is_closed
+        return {"broker": broker_up, "database": await database_reachable(self.engine)}
+
+
+def create_app(service: NotifierService) -> FastAPI:
+    app = FastAPI(title="Absence notifier", version="1.0.0")
+    app.state.service = service
+    token = service.settings.api_token
+    app.state.api_token = token.get_secret_value() if token else None
+    app.include_router(api)
+    app.include_router(webhooks)
+    app.include_router(operations_router(service.readiness, service.metrics.registry))
+    return app
+
+
+def main() -> None:
+    settings = NotifierSettings()
+    logs.configure(settings.log_level)
+    service = NotifierService(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = create_app(service)
+    app.router.lifespan_context = lifespan
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)

@@ -1,0 +1,39 @@
+"""Channel providers behind one interface: `send(message) -> ProviderResult`.
+
+Each provider raises `ProviderError` classified by `errors.classify`; the single retry layer
+(tenacity, in `notifier.dispatch`) decides what to retry from that classification alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    notification_id: str
+    channel: str
+    to: str
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    provider_id: str
+    status: str = "sent"
+
+
+class ProviderError(Exception):
+    def __init__(self, message: str, *, retryable: bool, code: str | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.code = code
+
+
+class Provider(Protocol):
+    async def send(self, message: OutgoingMessage) -> ProviderResult: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,91 @@
+"""Message templates (Jinja2): one per rule x channel x language under `templates/`.
+
+`StrictUndefined` turns a missing variable into an error in a test rather than a blank in a
+parent's text; HTML email templates are autoescaped, so a name can never inject markup.
+Family messages get only what rules.md §4 allows: first name, date, school name and phone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+
+from broker_messages.contact import Channel, ContactRequest, Recipient
+
+FALLBACK_LANGUAGE = "en"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: str
+    subject: str | None = None
+    html: str | None = None
+
+
+def _long_date(day: dt.date) -> str:
+    return f"{day:%A} {day.day} {day:%B %Y}"
+
+
+def _names(pupils: list[dict[str, str]]) -> str:
+    names = [p["given_name"] for p in pupils]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class TemplateLibrary:
+    def __init__(self, directory: Path) -> None:
+        if not directory.is_dir():
+            raise FileNotFoundError(f"templates directory {directory} does not exist")
+        self._env = Environment(
+            loader=FileSystemLoader(directory),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+        self._env.filters["long_date"] = _long_date
+        self._env.filters["names"] = _names
+
+    def _template(self, rule: str, channel: str, part: str, language: str) -> Any:
+        for lang in dict.fromkeys([language, FALLBACK_LANGUAGE]):
+            try:
+                return self._env.get_template(f"{rule}/{channel}.{lang}.{part}.j2")
+            except TemplateNotFound:
+                continue
+        raise TemplateNotFound(f"{rule}/{channel}.{language}.{part}.j2")
+
+    def render(
+        self, rule: str, channel: Channel, language: str, context: dict[str, Any]
+    ) -> Rendered:
+        def part(name: str) -> str:
+            return str(self._template(rule, channel, name, language).render(context)).strip()
+
+        if channel == "email":
+            return Rendered(body=part("txt"), subject=part("subject"), html=part("html"))
+        return Rendered(body=part("txt"))
+
+    def render_request(
+        self, request: ContactRequest, recipient: Recipient, channel: Channel
+    ) -> Rendered:
+        return self.render(request.rule, channel, recipient.language, context_for(request, recipient))
+
+
+def context_for(request: ContactRequest, recipient: Recipient) -> dict[str, Any]:
+    """Only what a message may carry. Family recipients never see surnames of other children,
+    codes, reasons or comments: those are not even in the context."""
+    professional = recipient.role != "parent"
+    pupils = [
+        {"given_name": p.given_name, **({"full_name": f"{p.given_name} {p.family_name}",
+                                         "pupil_id": p.pupil_id} if professional else {})}
+        for p in request.pupils
+    ]
+    return {
+        "school": {"name": request.school.name, "phone": request.school.phone or ""},
+        "date": request.date,
+        "pupils": pupils,
+        "recipient": {"name": recipient.name, "role": recipient.role},
+    }

@@ -1,0 +1,1 @@
+"""Triage: turns register marks into decisions about whom to contact, and when."""

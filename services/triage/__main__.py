@@ -1,0 +1,3 @@
+from triage.app import main
+
+main()

@@ -1,0 +1,141 @@
+"""Triage's admin API (contract §2 HTTP ingest, §3 roster, policy and tasks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select, update
+
+from broker_messages.events import EVENT_ADAPTER, routing_key
+from servicekit.broker import persistent_message
+from servicekit.requests import read_json, validation_problems
+from servicekit.web import Authenticated
+from triage.models import tasks
+from triage.school_document import SchoolDocument, duplicate_pupil_problems
+from triage.schools import store_school
+
+if TYPE_CHECKING:
+    from triage.app import TriageService
+
+router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
+MAX_BATCH = 1000
+
+
+def _service(request: Request) -> TriageService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+@router.put("/schools/{urn}", openapi_extra=_body_schema(SchoolDocument))
+async def put_school(urn: str, request: Request) -> dict[str, Any]:
+    """Create or replace a school, its calendar, staff, policy and roster in one document."""
+    raw = await read_json(request)
+    problems = duplicate_pupil_problems(raw)
+    document: SchoolDocument | None = None
+    try:
+        document = SchoolDocument.model_validate(raw)
+    except ValidationError as error:
+        problems = validation_problems(error, ["body"]) + problems
+    if document is not None and document.urn != urn:
+        problems.append({"loc": ["path", "urn"], "msg": "does not match the document's urn",
+                         "type": "mismatch"})
+    if problems or document is None:
+        raise HTTPException(422, problems)
+    service = _service(request)
+    async with service.engine.begin() as conn:
+        counts = await store_school(conn, document, service.clock.now())
+    counts["unparked"] = await service.ingestor.unpark(urn)
+    return {"urn": urn, **counts}
+
+
+class EventsAccepted(BaseModel):
+    accepted: list[str]
+
+
+@router.post("/events", status_code=202, response_model=EventsAccepted)
+async def post_events(request: Request) -> Any:
+    """HTTP ingest: one event or an array of up to 1,000, published with confirms."""
+    raw = await read_json(request)
+    items = raw if isinstance(raw, list) else [raw]
+    if len(items) > MAX_BATCH:
+        raise HTTPException(422, [{"loc": ["body"], "msg": f"at most {MAX_BATCH} events",
+                                   "type": "too_long"}])
+    service = _service(request)
+    problems: list[dict[str, Any]] = []
+    valid = []
+    for index, item in enumerate(items):
+        prefix: list[str | int] = ["body", index] if isinstance(raw, list) else ["body"]
+        try:
+            valid.append(EVENT_ADAPTER.validate_python(item))
+        except ValidationError as error:
+            problems.extend(validation_problems(error, prefix))
+    known = await service.ingestor.known_schools({event.school_urn for event in valid})
+    accepted = []
+    exchange = service.events_exchange
+    if exchange is None:
+        raise HTTPException(503, "broker not connected")
+    for event in valid:
+        if event.school_urn not in known:
+            problems.append({"loc": ["body", event.event_id, "school_urn"],
+                             "msg": f"unknown school_urn {event.school_urn}", "type": "unknown"})
+            continue
+        body = json.dumps(event.model_dump(mode="json", by_alias=True)).encode()
+        await exchange.publish(persistent_message(body, message_id=event.event_id),
+                               routing_key=routing_key(event))
+        accepted.append(event.event_id)
+    if problems:
+        return JSONResponse({"accepted": accepted, "detail": problems}, status_code=422)
+    return EventsAccepted(accepted=accepted)
+
+
+class Task(BaseModel):
+    id: int
+    kind: str
+    school_urn: str
+    pupil_id: str
+    episode_start: dt.date
+    status: str
+    created_at: dt.datetime
+
+
+class TaskOutcome(BaseModel):
+    outcome: str = Field(min_length=1, max_length=2000)
+
+
+@router.get("/tasks", response_model=list[Task])
+async def list_tasks(
+    request: Request,
+    school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
+    status: Literal["open", "done", "cancelled"] | None = None,
+) -> Any:
+    query = select(tasks).where(tasks.c.school_urn == school_urn).order_by(tasks.c.id)
+    if status:
+        query = query.where(tasks.c.status == status)
+    async with _service(request).engine.connect() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+@router.post("/tasks/{task_id}/complete", response_model=Task)
+async def complete_task(task_id: int, outcome: TaskOutcome, request: Request) -> Any:
+    service = _service(request)
+    async with service.engine.begin() as conn:
+        row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
+        if row is None:
+            raise HTTPException(404, "no such task")
+        if row.status != "open":
+            raise HTTPException(409, f"task is already {row.status}")
+        await conn.execute(
+            update(tasks).where(tasks.c.id == task_id)
+            .values(status="done", outcome=outcome.outcome, updated_at=service.clock.now())
+        )
+        row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one()
+    return dict(row._mapping)

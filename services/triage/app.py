@@ -1,0 +1,130 @@
+"""Triage service assembly: storage, broker, consumer, scheduler, outbox relay and HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import uvicorn
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from fastapi import FastAPI
+
+from broker_messages import topology
+from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
+from servicekit import broker, logs
+from servicekit.clock import Clock, SystemClock
+from servicekit.consumer import BatchConsumer
+from servicekit.database import database_reachable, make_engine
+from servicekit.outbox import OutboxRelay
+from triage.api import router
+from triage.ingest import Ingestor
+from triage.metrics import TriageMetrics
+from triage.migrations import upgrade
+from triage.models import outbox
+from triage.scheduler import Scheduler
+from triage.schools import SchoolContextCache
+from triage.settings import TriageSettings
+from servicekit.web import operations_router
+
+log = logging.getLogger(__name__)
+
+
+class TriageService:
+    def __init__(self, settings: TriageSettings, clock: Clock | None = None,
+                 run_scheduler: bool = True) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = TriageMetrics()
+        self.engine = make_engine(settings.database_url)
+        self.schools = SchoolContextCache()
+        self.ingestor = Ingestor(self.engine, self.clock, self.schools)
+        self._run_scheduler = run_scheduler
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connection: AbstractRobustConnection | None = None
+        self.events_exchange: AbstractExchange | None = None
+        self.relay: OutboxRelay | None = None
+        self.scheduler: Scheduler | None = None
+        self.consumer: BatchConsumer[RegisterMark | PupilRemoved] | None = None
+
+    async def start(self) -> None:
+        await upgrade(self.engine)
+        self.connection = await broker.connect(self.settings.amqp_url)
+        channel = await broker.confirmed_channel(self.connection)
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        queue, dead = await topology.declare_events(channel)
+        await topology.declare_requests(channel)
+        self.events_exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
+        requests = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
+        self.relay = OutboxRelay(self.engine, outbox, requests)
+        self.scheduler = Scheduler(self.engine, self.clock, self.schools, self.relay.wake)
+        self.consumer = BatchConsumer(
+            name="triage",
+            parse=EVENT_ADAPTER.validate_json,
+            handle=self._apply_events,
+            dead_exchange=dead,
+            batch_size=self.settings.batch_size,
+            on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
+        )
+        self._spawn(self.consumer.run())
+        self._spawn(self.relay.run())
+        if self._run_scheduler:
+            self._spawn(self.scheduler.run(self.settings.scheduler_poll_seconds))
+        await self.consumer.start(queue)
+        log.info("triage.started")
+
+    async def _apply_events(self, events: list[RegisterMark | PupilRemoved]) -> list[str | None]:
+        outcomes = await self.ingestor.apply(events)
+        for outcome in outcomes:
+            self.metrics.events.labels(outcome.status).inc()
+        return [o.reason if o.status == "rejected" else None for o in outcomes]
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.connection is not None:
+            await self.connection.close()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        broker_up = self.connection is not None and not self.connection.is_closed
+        return {"broker": broker_up, "database": await database_reachable(self.engine)}
+
+
+def create_app(service: TriageService) -> FastAPI:
+    app = FastAPI(title="Absence triage", version="1.0.0")
+    app.state.service = service
+    token = service.settings.api_token
+    app.state.api_token = token.get_secret_value() if token else None
+    app.include_router(router)
+    app.include_router(operations_router(service.readiness, service.metrics.registry))
+    return app
+
+
+def main() -> None:
+    settings = TriageSettings()
+    logs.configure(settings.log_level)
+    service = TriageService(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = create_app(service)
+    app.router.lifespan_context = lifespan
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)

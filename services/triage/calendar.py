@@ -1,0 +1,64 @@
+"""The school calendar: school days are the weekdays inside a term, minus closures
+(contract §3). Weekends, holidays and closures neither break nor extend an absence episode."""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Term:
+    start: dt.date
+    end: dt.date
+
+
+@dataclass(frozen=True)
+class SchoolCalendar:
+    terms: tuple[Term, ...]
+    closures: frozenset[dt.date] = frozenset()
+    _days: tuple[dt.date, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        days = sorted(
+            day
+            for term in self.terms
+            for day in _dates(term.start, term.end)
+            if day.weekday() < 5 and day not in self.closures
+        )
+        object.__setattr__(self, "_days", tuple(days))
+
+    @classmethod
+    def from_document(cls, calendar: dict[str, object]) -> SchoolCalendar:
+        terms = tuple(
+            Term(dt.date.fromisoformat(t["start"]), dt.date.fromisoformat(t["end"]))
+            for t in calendar.get("terms", [])  # type: ignore[attr-defined]
+        )
+        closures = frozenset(
+            dt.date.fromisoformat(d)
+            for d in calendar.get("closures", [])  # type: ignore[attr-defined]
+        )
+        return cls(terms, closures)
+
+    def is_school_day(self, day: dt.date) -> bool:
+        index = bisect.bisect_left(self._days, day)
+        return index < len(self._days) and self._days[index] == day
+
+    def previous_school_day(self, day: dt.date) -> dt.date | None:
+        index = bisect.bisect_left(self._days, day)
+        return self._days[index - 1] if index > 0 else None
+
+    def school_days_between(self, start: dt.date, end: dt.date) -> int:
+        """School days after `start` up to and including `end` (0 when end <= start)."""
+        if end <= start:
+            return 0
+        return bisect.bisect_right(self._days, end) - bisect.bisect_right(self._days, start)
+
+
+def _dates(start: dt.date, end: dt.date) -> Iterable[dt.date]:
+    day = start
+    while day <= end:
+        yield day
+        day += dt.timedelta(days=1)

@@ -1,0 +1,281 @@
+"""Applying validated events to storage and to the rules, a batch per transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from broker_messages.codes import LEGACY_CODES, canonical_code
+from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
+from servicekit.clock import Clock, local_date
+from servicekit.database import dialect_insert
+from triage import decisions as decision_store
+from triage import rules
+from triage.models import marks, parked_events, pupils, received_events
+from triage.schools import SchoolContext, SchoolContextCache
+
+log = logging.getLogger(__name__)
+
+Event = RegisterMark | PupilRemoved
+PupilKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Literal["applied", "duplicate", "parked", "rejected"]
+    reason: str | None = None
+
+
+class Ingestor:
+    def __init__(self, engine: AsyncEngine, clock: Clock, schools: SchoolContextCache) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._schools = schools
+
+    async def apply(self, events: list[Event]) -> list[Outcome]:
+        """Apply a batch in one transaction; outcomes line up with `events`."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            contexts = await self._schools.load(conn, {e.school_urn for e in events})
+            outcomes: list[Outcome | None] = [None] * len(events)
+            candidates: dict[str, int] = {}
+            for index, event in enumerate(events):
+                reason = _rejection(event, contexts.get(event.school_urn), now)
+                if reason:
+                    outcomes[index] = Outcome("rejected", reason)
+                elif event.event_id in candidates:
+                    outcomes[index] = Outcome("duplicate")
+                else:
+                    candidates[event.event_id] = index
+            fresh = await _record_new(conn, [events[i] for i in candidates.values()], now)
+            new_events = []
+            for event_id, index in candidates.items():
+                if event_id in fresh:
+                    new_events.append(events[index])
+                else:
+                    outcomes[index] = Outcome("duplicate")
+            parked = await self._apply_new(conn, new_events, contexts, now)
+            for event_id, index in candidates.items():
+                if outcomes[index] is None:
+                    outcomes[index] = Outcome("parked" if event_id in parked else "applied")
+        return [outcome or Outcome("applied") for outcome in outcomes]
+
+    async def known_schools(self, urns: set[str]) -> set[str]:
+        async with self._engine.connect() as conn:
+            return set(await self._schools.load(conn, urns))
+
+    async def unpark(self, school_urn: str) -> int:
+        """Apply events that were waiting for pupils the roster now names."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(parked_events.c.event_id, parked_events.c.payload)
+                    .join(
+                        pupils,
+                        (pupils.c.school_urn == parked_events.c.school_urn)
+                        & (pupils.c.pupil_id == parked_events.c.pupil_id),
+                    )
+                    .where(parked_events.c.school_urn == school_urn)
+                    .order_by(parked_events.c.parked_at)
+                )
+            ).all()
+            if not rows:
+                return 0
+            await conn.execute(
+                delete(parked_events).where(parked_events.c.event_id.in_([r[0] for r in rows]))
+            )
+            events = [EVENT_ADAPTER.validate_python(row.payload) for row in rows]
+            contexts = await self._schools.load(conn, {school_urn})
+            await self._apply_new(conn, events, contexts, now)
+        log.info("triage.events.unparked school_urn=%s count=%d", school_urn, len(rows))
+        return len(rows)
+
+    async def _apply_new(
+        self,
+        conn: AsyncConnection,
+        events: list[Event],
+        contexts: dict[str, SchoolContext],
+        now: dt.datetime,
+    ) -> set[str]:
+        """Store first-seen events and run the rules; returns the ids that had to be parked."""
+        if not events:
+            return set()
+        on_roster = await _pupils_on_roster(conn, {(e.school_urn, e.pupil_id) for e in events})
+        parked = [e for e in events if (e.school_urn, e.pupil_id) not in on_roster]
+        if parked:
+            await conn.execute(
+                dialect_insert(conn.engine)(parked_events)
+                .values(
+                    [
+                        {
+                            "event_id": e.event_id,
+                            "school_urn": e.school_urn,
+                            "pupil_id": e.pupil_id,
+                            "payload": e.model_dump(mode="json", by_alias=True),
+                            "parked_at": now,
+                        }
+                        for e in parked
+                    ]
+                )
+                .on_conflict_do_nothing()
+            )
+            for e in parked:
+                log.info("triage.event.parked event_id=%s school_urn=%s pupil_id=%s",
+                         e.event_id, e.school_urn, e.pupil_id)
+        known = [e for e in events if (e.school_urn, e.pupil_id) in on_roster]
+        register_marks = [e for e in known if isinstance(e, RegisterMark)]
+        removals = [e for e in known if isinstance(e, PupilRemoved)]
+        await _store_marks(conn, register_marks)
+        for removal in removals:
+            await _remove_pupil(conn, removal, now)
+        affected = {(m.school_urn, m.pupil_id, m.date) for m in register_marks}
+        await self._evaluate(conn, affected, contexts, now)
+        return {e.event_id for e in parked}
+
+    async def _evaluate(
+        self,
+        conn: AsyncConnection,
+        affected: set[tuple[str, str, dt.date]],
+        contexts: dict[str, SchoolContext],
+        now: dt.datetime,
+    ) -> None:
+        by_school: dict[str, set[tuple[str, dt.date]]] = defaultdict(set)
+        for urn, pupil_id, day in affected:
+            by_school[urn].add((pupil_id, day))
+        for urn, pupil_days in by_school.items():
+            context = contexts[urn]
+            previous = {day: context.calendar.previous_school_day(day) for _, day in pupil_days}
+            dates = {day for _, day in pupil_days} | {d for d in previous.values() if d}
+            codes = await codes_by_pupil_day(conn, urn, {p for p, _ in pupil_days}, dates)
+            for pupil_id, day in sorted(pupil_days):
+                prior = previous[day]
+                decision = rules.first_day_contact(
+                    school_urn=urn,
+                    pupil_id=pupil_id,
+                    day=day,
+                    codes=codes.get((pupil_id, day), {}),
+                    previous_school_day_codes=codes.get((pupil_id, prior), {}) if prior else {},
+                    calendar=context.calendar,
+                    policy=context.policy,
+                    now=now,
+                    tz=context.tz,
+                )
+                if decision is not None:
+                    await decision_store.apply(conn, decision, urn, pupil_id, day, now)
+
+
+def _rejection(event: Event, context: SchoolContext | None, now: dt.datetime) -> str | None:
+    if context is None:
+        return f"unknown school_urn {event.school_urn}"
+    if event.date > local_date(now, context.tz):
+        return f"date {event.date.isoformat()} is in the future"
+    if isinstance(event, RegisterMark) and event.recorded_at > now + dt.timedelta(hours=1):
+        return "recorded_at is in the future"
+    return None
+
+
+async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.datetime) -> set[str]:
+    """Insert into the deduplication log; returns the event ids seen for the first time."""
+    if not events:
+        return set()
+    statement = (
+        dialect_insert(conn.engine)(received_events)
+        .values(
+            [
+                {
+                    "event_id": e.event_id,
+                    "kind": e.schema_,
+                    "school_urn": e.school_urn,
+                    "pupil_id": e.pupil_id,
+                    "payload": e.model_dump(mode="json", by_alias=True),
+                    "received_at": now,
+                }
+                for e in events
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(received_events.c.event_id)
+    )
+    return set((await conn.execute(statement)).scalars())
+
+
+async def _pupils_on_roster(conn: AsyncConnection, keys: set[PupilKey]) -> set[PupilKey]:
+    rows = await conn.execute(
+        select(pupils.c.school_urn, pupils.c.pupil_id).where(
+            tuple_(pupils.c.school_urn, pupils.c.pupil_id).in_(list(keys))
+        )
+    )
+    return {(urn, pupil_id) for urn, pupil_id in rows}
+
+
+async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]) -> None:
+    """Contract §2: the latest `recorded_at` wins whatever the arrival order."""
+    latest: dict[tuple[str, str, dt.date, str], RegisterMark] = {}
+    for mark in register_marks:
+        if mark.code in LEGACY_CODES:
+            log.warning("triage.mark.legacy_code event_id=%s code=%s stored_as=%s",
+                        mark.event_id, mark.code, canonical_code(mark.code))
+        key = (mark.school_urn, mark.pupil_id, mark.date, mark.session)
+        if key not in latest or latest[key].recorded_at < mark.recorded_at:
+            latest[key] = mark
+    if not latest:
+        return
+    statement = dialect_insert(conn.engine)(marks).values(
+        [
+            {
+                "school_urn": m.school_urn,
+                "pupil_id": m.pupil_id,
+                "date": m.date,
+                "session": m.session,
+                "code": canonical_code(m.code),
+                "recorded_at": m.recorded_at,
+                "event_id": m.event_id,
+            }
+            for m in latest.values()
+        ]
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session],
+            set_={
+                "code": statement.excluded.code,
+                "recorded_at": statement.excluded.recorded_at,
+                "event_id": statement.excluded.event_id,
+            },
+            where=marks.c.recorded_at < statement.excluded.recorded_at,
+        )
+    )
+
+
+async def _remove_pupil(conn: AsyncConnection, removal: PupilRemoved, now: dt.datetime) -> None:
+    await conn.execute(
+        update(pupils)
+        .where(pupils.c.school_urn == removal.school_urn, pupils.c.pupil_id == removal.pupil_id)
+        .values(on_roll=False, removed_on=removal.date, updated_at=now)
+    )
+    await decision_store.cancel_pending_for_pupil(
+        conn, removal.school_urn, removal.pupil_id, "pupil removed from the register", now
+    )
+
+
+async def codes_by_pupil_day(
+    conn: AsyncConnection, school_urn: str, pupil_ids: set[str], dates: set[dt.date]
+) -> dict[tuple[str, dt.date], dict[str, str]]:
+    rows = await conn.execute(
+        select(marks.c.pupil_id, marks.c.date, marks.c.session, marks.c.code).where(
+            marks.c.school_urn == school_urn,
+            marks.c.pupil_id.in_(pupil_ids),
+            marks.c.date.in_(dates),
+        )
+    )
+    codes: dict[tuple[str, dt.date], dict[str, str]] = defaultdict(dict)
+    for pupil_id, day, session, code in rows:
+        codes[(pupil_id, day)][session] = code
+    return codes

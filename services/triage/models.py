@@ -1,0 +1,131 @@
+"""Triage's tables. Rows are plain records; the rules live in `rules.py`."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from servicekit.database import UtcDateTime
+from servicekit.outbox import outbox_table
+
+metadata = MetaData()
+
+schools = Table(
+    "schools",
+    metadata,
+    Column("urn", String(8), primary_key=True),
+    # The whole uploaded document (calendar, staff, local authority, policy overrides).
+    Column("document", JSON, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+pupils = Table(
+    "pupils",
+    metadata,
+    Column("school_urn", String(8), primary_key=True),
+    Column("pupil_id", String(64), primary_key=True),
+    Column("record", JSON, nullable=False),  # names, contacts, social worker, flags
+    Column("on_roll", Boolean, nullable=False, default=True),
+    Column("removed_on", Date, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Every event ever accepted, once: the deduplication key and the audit trail.
+received_events = Table(
+    "received_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("school_urn", String(8), nullable=False),
+    Column("pupil_id", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index("ix_received_events_pupil", "school_urn", "pupil_id"),
+)
+
+# The current mark per pupil, date and session (the latest `recorded_at` wins).
+marks = Table(
+    "marks",
+    metadata,
+    Column("school_urn", String(8), primary_key=True),
+    Column("pupil_id", String(64), primary_key=True),
+    Column("date", Date, primary_key=True),
+    Column("session", String(2), primary_key=True),
+    Column("code", String(3), nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("event_id", String(64), nullable=False),
+)
+
+# Events for pupils the roster does not name yet (contract §2).
+parked_events = Table(
+    "parked_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("school_urn", String(8), nullable=False),
+    Column("pupil_id", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("parked_at", UtcDateTime, nullable=False),
+    Index("ix_parked_events_pupil", "school_urn", "pupil_id"),
+)
+
+# Decisions waiting for their time (stored, so they survive a restart).
+scheduled_actions = Table(
+    "scheduled_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(200), nullable=False, unique=True),
+    Column("rule", String(64), nullable=False),
+    Column("school_urn", String(8), nullable=False),
+    Column("pupil_id", String(64), nullable=False),
+    Column("date", Date, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | requested | cancelled | suppressed
+    Column("reason", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_scheduled_actions_due", "status", "due_at"),
+)
+
+# Why every rule evaluation fired, was suppressed or was cancelled.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(64), nullable=False),
+    Column("school_urn", String(8), nullable=False),
+    Column("pupil_id", String(64), nullable=False),
+    Column("dedup_key", String(200), nullable=False),
+    Column("outcome", String(16), nullable=False),  # scheduled | requested | cancelled | suppressed
+    Column("reason", Text, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("decided_at", UtcDateTime, nullable=False),
+    Index("ix_decisions_pupil", "school_urn", "pupil_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("school_urn", String(8), nullable=False),
+    Column("pupil_id", String(64), nullable=False),
+    Column("episode_start", Date, nullable=False),
+    Column("status", String(16), nullable=False),  # open | done | cancelled
+    Column("outcome", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("kind", "school_urn", "pupil_id", "episode_start"),
+)
+
+outbox = outbox_table(metadata)

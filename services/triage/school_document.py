@@ -1,0 +1,135 @@
+"""The school document uploaded with `PUT /api/v1/schools/{urn}` (contract §3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from broker_messages.events import FreeText, Identifier, Urn
+from triage.policy import Policy
+
+E164 = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")]
+Email = Annotated[
+    str, Field(max_length=254, pattern=r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[A-Za-z]{2,}$")
+]
+Name = Annotated[FreeText, Field(min_length=1, max_length=200)]
+
+
+def _no_newlines(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError("must be a single line")
+    return value
+
+
+SingleLineName = Annotated[Name, AfterValidator(_no_newlines)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Term(_Strict):
+    start: dt.date
+    end: dt.date
+
+
+class Calendar(_Strict):
+    terms: list[Term] = Field(min_length=1, max_length=12)
+    closures: list[dt.date] = Field(default_factory=list, max_length=400)
+
+    @field_validator("terms")
+    @classmethod
+    def _terms_in_order(cls, terms: list[Term]) -> list[Term]:
+        for term in terms:
+            if term.end < term.start:
+                raise ValueError(f"term ending {term.end} starts after it ends")
+        return terms
+
+
+class StaffMember(_Strict):
+    role: Literal["attendance_officer", "dsl", "headteacher"]
+    name: SingleLineName
+    email: Email
+    phone: E164 | None = None
+
+
+class LocalAuthority(_Strict):
+    name: SingleLineName
+    attendance_team_email: Email | None = None
+    send_team_email: Email | None = None
+    virtual_school_email: Email | None = None
+
+
+class SocialWorker(_Strict):
+    name: SingleLineName
+    email: Email
+    phone: E164 | None = None
+
+
+class Contact(_Strict):
+    name: SingleLineName
+    relationship: Annotated[str, Field(max_length=50)] | None = None
+    priority: Annotated[int, Field(ge=1, le=20)]
+    phone: E164 | None = None
+    email: Email | None = None
+    language: Annotated[str, Field(pattern=r"^[a-z]{2,3}$")] = "en"
+    no_contact: bool = False
+    attendance_updates: bool = False
+
+
+class Pupil(_Strict):
+    id: Identifier
+    given_name: SingleLineName
+    family_name: SingleLineName
+    year_group: Annotated[int, Field(ge=-2, le=14)] | None = None
+    social_worker: SocialWorker | None = None
+    looked_after: bool = False
+    ehcp: bool = False
+    contacts: list[Contact] = Field(default_factory=list, max_length=10)
+
+
+class SchoolDocument(_Strict):
+    urn: Urn
+    name: SingleLineName
+    timezone: str = "Europe/London"
+    phone: E164 | None = None
+    calendar: Calendar
+    staff: list[StaffMember] = Field(default_factory=list, max_length=50)
+    local_authority: LocalAuthority | None = None
+    policy: Policy = Policy()
+    pupils: list[Pupil] = Field(default_factory=list, max_length=5000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+def duplicate_pupil_problems(raw: object) -> list[dict[str, object]]:
+    """Duplicate pupil ids, found on the raw body so they are listed with every other problem."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("pupils"), list):
+        return []
+    seen: dict[str, int] = {}
+    problems: list[dict[str, object]] = []
+    for index, pupil in enumerate(raw["pupils"]):
+        pupil_id = pupil.get("id") if isinstance(pupil, dict) else None
+        if not isinstance(pupil_id, str):
+            continue
+        if pupil_id in seen:
+            problems.append(
+                {
+                    "loc": ["body", "pupils", index, "id"],
+                    "msg": f"duplicate pupil id {pupil_id!r} (first at index {seen[pupil_id]})",
+                    "type": "duplicate",
+                }
+            )
+        else:
+            seen[pupil_id] = index
+    return problems

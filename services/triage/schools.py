@@ -1,0 +1,142 @@
+"""Schools and their rosters in storage: upload, and the parsed view the rules need."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker_messages.contact import School
+from triage.calendar import SchoolCalendar
+from triage.models import pupils, schools
+from triage.policy import Policy
+from triage.school_document import SchoolDocument
+from servicekit.database import dialect_insert
+
+
+_CHUNK = 500  # rows per INSERT: stays well inside SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class SchoolContext:
+    urn: str
+    name: str
+    phone: str | None
+    tz: ZoneInfo
+    calendar: SchoolCalendar
+    policy: Policy
+    document: dict[str, Any]
+
+    @property
+    def school(self) -> School:
+        return School(urn=self.urn, name=self.name, phone=self.phone, timezone=str(self.tz))
+
+
+class SchoolContextCache:
+    """Parsing a calendar and policy per event would dominate a busy morning: keep the parsed
+    view per school, keyed by the upload's timestamp so a new upload is seen at once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[dt.datetime, SchoolContext]] = {}
+
+    async def load(self, conn: AsyncConnection, urns: Iterable[str]) -> dict[str, SchoolContext]:
+        wanted = set(urns)
+        if not wanted:
+            return {}
+        stamps = (
+            await conn.execute(
+                select(schools.c.urn, schools.c.updated_at).where(schools.c.urn.in_(wanted))
+            )
+        ).all()
+        stale = [urn for urn, stamp in stamps if self._cache.get(urn, (None,))[0] != stamp]
+        if stale:
+            rows = (
+                await conn.execute(
+                    select(schools.c.urn, schools.c.document, schools.c.updated_at).where(
+                        schools.c.urn.in_(stale)
+                    )
+                )
+            ).all()
+            for urn, document, stamp in rows:
+                self._cache[urn] = (stamp, _context(document))
+        return {urn: self._cache[urn][1] for urn, _ in stamps}
+
+
+def _context(document: dict[str, Any]) -> SchoolContext:
+    return SchoolContext(
+        urn=document["urn"],
+        name=document["name"],
+        phone=document.get("phone"),
+        tz=ZoneInfo(document.get("timezone") or "Europe/London"),
+        calendar=SchoolCalendar.from_document(document["calendar"]),
+        policy=Policy.model_validate(document.get("policy") or {}),
+        document=document,
+    )
+
+
+async def store_school(
+    conn: AsyncConnection, document: SchoolDocument, now: dt.datetime
+) -> dict[str, int]:
+    """Create or replace a school and its roster. Pupils missing from the upload are marked as
+    left, their history kept (contract §3)."""
+    insert = dialect_insert(conn.engine)
+    school_json = document.model_dump(mode="json", exclude={"pupils"})
+    statement = insert(schools).values(urn=document.urn, document=school_json, updated_at=now)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[schools.c.urn],
+            set_={"document": statement.excluded.document, "updated_at": now},
+        )
+    )
+    existing = set(
+        (
+            await conn.execute(
+                select(pupils.c.pupil_id).where(
+                    pupils.c.school_urn == document.urn, pupils.c.on_roll.is_(True)
+                )
+            )
+        ).scalars()
+    )
+    uploaded = {pupil.id for pupil in document.pupils}
+    if document.pupils:
+        rows = [
+            {
+                "school_urn": document.urn,
+                "pupil_id": pupil.id,
+                "record": pupil.model_dump(mode="json"),
+                "on_roll": True,
+                "removed_on": None,
+                "updated_at": now,
+            }
+            for pupil in document.pupils
+        ]
+        for start in range(0, len(rows), _CHUNK):
+            statement = insert(pupils).values(rows[start : start + _CHUNK])
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[pupils.c.school_urn, pupils.c.pupil_id],
+                    set_={
+                        "record": statement.excluded.record,
+                        "on_roll": True,
+                        "removed_on": None,
+                        "updated_at": now,
+                    },
+                )
+            )
+    left = existing - uploaded
+    if left:
+        await conn.execute(
+            update(pupils)
+            .where(pupils.c.school_urn == document.urn, pupils.c.pupil_id.in_(left))
+            .values(on_roll=False, updated_at=now)
+        )
+    return {
+        "pupils": len(uploaded),
+        "added": len(uploaded - existing),
+        "left": len(left),
+    }

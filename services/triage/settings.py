@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TriageSettings(BaseSettings):
+    """Contract §1. The only place triage reads its environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    database_url: str = Field(
+        "sqlite+aiosqlite:///var/triage.db", validation_alias="TRIAGE_DATABASE_URL"
+    )
+    api_token: SecretStr | None = None
+    host: str = Field("127.0.0.1", validation_alias="TRIAGE_HOST")
+    port: int = Field(8001, validation_alias="TRIAGE_PORT")
+    log_level: str = "INFO"
+    # Consumer tuning: messages in flight, and how many are applied in one transaction.
+    prefetch: int = Field(200, ge=100, le=300, validation_alias="TRIAGE_PREFETCH")
+    batch_size: int = Field(200, ge=1, le=1000, validation_alias="TRIAGE_BATCH_SIZE")
+    scheduler_poll_seconds: float = Field(1.0, validation_alias="TRIAGE_SCHEDULER_POLL_SECONDS")

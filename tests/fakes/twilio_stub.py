@@ -1,0 +1,297 @@
+"""Loopback Twilio REST API (Messages + Calls) for integration tests.
+
+Why a stub at the HTTP layer: the app talks to Twilio through the real ``twilio``
+client, so faking one level lower exercises the real form encoding, basic auth,
+JSON parsing and ``TwilioRestException`` mapping instead of a hand-written mock.
+
+Building the real client against the stub with NO library retries (twilio 9.13)::
+
+    http = AsyncTwilioHttpClient()  # leave max_retries unset (None)
+    client = Client(stub.account_sid, stub.auth_token, http_client=http)
+    client.api.base_url = stub.base_url
+    ...
+    await http.close()
+
+``AsyncTwilioHttpClient`` only wraps its session in ``aiohttp_retry.RetryClient``
+when ``max_retries is not None`` (``ExponentialRetry(attempts=max_retries)``,
+which retries every 5xx and connection error). With the default ``None`` every
+``create_async`` is exactly one HTTP request, so the app's own retry layer is the
+only one. Never pass ``max_retries=0``: aiohttp_retry then never stops retrying 5xx.
+
+Other twilio 9.13 facts the tests rely on (read from the library source):
+
+* ``AsyncTwilioHttpClient(timeout=...)`` is ignored by ``request()``: it forwards
+  the per-call timeout, which is ``None``, and aiohttp turns that into "no
+  timeout at all". Bound calls with ``asyncio.timeout()`` in the app.
+* The constructor creates an ``aiohttp.ClientSession``: build it inside a running
+  loop and close it with ``await http.close()``.
+* Error bodies carrying type/title/status/code become ``TwilioServiceException``;
+  this stub sends the legacy shape, so the client raises ``TwilioRestException``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+from aiohttp import BasicAuth, web
+from twilio.request_validator import RequestValidator
+
+API = "/2010-04-01/Accounts/{account}"
+# Real Twilio codes for statuses the stub is likely to be asked to fake.
+_DEFAULT_CODES = {401: 20003, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
+
+
+@dataclass(frozen=True)
+class _Fault:
+    status: int
+    code: int
+    message: str
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    """Legacy Twilio error body, the shape twilio maps to ``TwilioRestException``."""
+    body = {"code": code, "message": message, "status": status,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}"}
+    return web.json_response(body, status=status)
+
+
+class TwilioStub:
+    """In-process Twilio API on 127.0.0.1 with scripted faults and webhook playback."""
+
+    def __init__(self, account_sid: str | None = None, auth_token: str = "test-auth-token"):
+        self.account_sid = account_sid or _sid("AC")
+        self.auth_token = auth_token
+        self.base_url = ""
+        self.messages: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = []
+        self._faults: deque[_Fault] = deque()
+        self._delays: deque[float] = deque()
+        self._rejected: dict[str, _Fault] = {}
+        self._changed = asyncio.Condition()
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> TwilioStub:
+        self._closing.clear()
+        app = web.Application()
+        app.router.add_post(API + "/Messages.json", self._messages)
+        app.router.add_post(API + "/Calls.json", self._calls)
+        # Short shutdown: delayed handlers are woken by _closing, nothing else lingers.
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> TwilioStub:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- scripting -------------------------------------------------------------------
+
+    def fail_next(self, count: int, status: int = 500, code: int | None = None,
+                  message: str = "Simulated Twilio failure") -> None:
+        """Answer the next ``count`` requests (any resource, before auth) with an error."""
+        fault = _Fault(status, code if code is not None else _DEFAULT_CODES.get(status, status),
+                       message)
+        self._faults.extend([fault] * count)
+
+    def reject_number(self, phone: str, status: int = 400, code: int = 21610,
+                      message: str = "Attempt to send to unsubscribed recipient") -> None:
+        """Fail every message/call to ``phone`` permanently (default: STOP-ed recipient)."""
+        self._rejected[phone] = _Fault(status, code, message)
+
+    def delay_next(self, count: int, seconds: float) -> None:
+        """Hold the next ``count`` responses. Like real Twilio, a request the client
+        abandoned on timeout is still processed and recorded (the duplicate-send risk)."""
+        self._delays.extend([seconds] * count)
+
+    def reset(self) -> None:
+        """Forget recorded traffic and scripted faults, keep the server running."""
+        for store in (self.messages, self.calls, self.attempts):
+            store.clear()
+        self._faults.clear()
+        self._delays.clear()
+        self._rejected.clear()
+
+    # ---- waiting ---------------------------------------------------------------------
+
+    async def wait_for_messages(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        return await self._wait(self.messages, n, timeout, "messages")
+
+    async def wait_for_calls(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        return await self._wait(self.calls, n, timeout, "calls")
+
+    async def _wait(self, store: list[dict[str, Any]], n: int, timeout: float,
+                    what: str) -> list[dict[str, Any]]:
+        """Event-driven wait: handlers notify the condition, so no sleep-polling."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: len(store) >= n)
+        except TimeoutError:
+            raise AssertionError(
+                f"TwilioStub: expected >= {n} {what} within {timeout}s, got {len(store)}: "
+                f"{store!r}; attempts={self.attempts!r}") from None
+        return store
+
+    # ---- HTTP handlers -----------------------------------------------------------------
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "Messages")
+
+    async def _calls(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "Calls")
+
+    async def _handle(self, request: web.Request, kind: str) -> web.Response:
+        params = {k: str(v) for k, v in (await request.post()).items()}
+        attempt: dict[str, Any] = {"kind": kind, "params": params, "status": None, "sid": None}
+        self.attempts.append(attempt)
+        if self._delays:
+            try:  # stop() wakes the wait so shutdown is never held up by a delay
+                await asyncio.wait_for(self._closing.wait(), self._delays.popleft())
+            except TimeoutError:
+                pass
+        response, record = self._decide(request, kind, params)
+        attempt["status"] = response.status
+        if record is not None:
+            attempt["sid"] = record["sid"]
+            async with self._changed:
+                (self.messages if kind == "Messages" else self.calls).append(
+                    _summary(kind, record, params))
+                self._changed.notify_all()
+        return response
+
+    def _decide(self, request: web.Request, kind: str,
+                params: dict[str, str]) -> tuple[web.Response, dict[str, Any] | None]:
+        if self._closing.is_set():
+            return _error(503, 20503, "Service Unavailable"), None
+        if self._faults:
+            fault = self._faults.popleft()
+            return _error(fault.status, fault.code, fault.message), None
+        if not self._authorised(request):
+            response = _error(401, 20003, "Authenticate")
+            response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+            return response, None
+        if request.match_info["account"] != self.account_sid:
+            return _error(404, 20404, "The requested resource was not found"), None
+        fault = self._rejected.get(params.get("To", "")) or _invalid(kind, params)
+        if fault is not None:
+            return _error(fault.status, fault.code, fault.message), None
+        record = self._resource(kind, params)
+        return web.json_response(record, status=201), record
+
+    def _authorised(self, request: web.Request) -> bool:
+        try:
+            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
+        except ValueError:
+            return False
+        return (auth.login, auth.password) == (self.account_sid, self.auth_token)
+
+    def _resource(self, kind: str, params: dict[str, str]) -> dict[str, Any]:
+        """Twilio-shaped JSON; enough fields for MessageInstance/CallInstance."""
+        sid = _sid("SM" if kind == "Messages" else "CA")
+        now = format_datetime(datetime.now(timezone.utc))
+        uri = f"{API.format(account=self.account_sid)}/{kind}/{sid}"
+        common = {"sid": sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
+                  "to": params["To"], "from": params.get("From"), "status": "queued",
+                  "direction": "outbound-api", "date_created": now, "date_updated": now,
+                  "price": None, "price_unit": "USD", "uri": uri + ".json"}
+        if kind == "Messages":
+            return {**common, "body": params.get("Body", ""), "num_segments": "1",
+                    "num_media": "0", "date_sent": None, "error_code": None,
+                    "error_message": None,
+                    "messaging_service_sid": params.get("MessagingServiceSid"),
+                    "subresource_uris": {"media": uri + "/Media.json"}}
+        return {**common, "to_formatted": params["To"], "from_formatted": params.get("From"),
+                "parent_call_sid": None, "phone_number_sid": None, "start_time": None,
+                "end_time": None, "duration": None, "answered_by": None, "caller_name": None,
+                "forwarded_from": None, "group_sid": None, "queue_time": "0",
+                "trunk_sid": None, "subresource_uris": {"events": uri + "/Events.json"}}
+
+    # ---- webhook playback --------------------------------------------------------------
+
+    async def send_status_callback(self, sid: str, status: str, url: str | None = None,
+                                   extra: dict[str, str] | None = None, *,
+                                   error_code: int | None = None) -> httpx.Response:
+        """POST a signed status callback for a recorded message (SM...) or call (CA...)."""
+        record = next((r for r in self.messages + self.calls if r["sid"] == sid), None)
+        target = url or (record or {}).get("status_callback")
+        if not target:
+            raise AssertionError(f"TwilioStub: no status_callback known for {sid}")
+        kind = "Call" if sid.startswith("CA") else "Message"
+        params = {f"{kind}Sid": sid, f"{kind}Status": status, "AccountSid": self.account_sid,
+                  "ApiVersion": "2010-04-01"}
+        if kind == "Message":
+            params.update({"SmsSid": sid, "SmsStatus": status})
+        if record is not None:
+            params.update({"To": record["to"], "From": record["from_"] or ""})
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        params.update(extra or {})
+        return await self._post_signed(target, params, None)
+
+    async def send_inbound(self, url: str, from_: str, to: str, body: str,
+                           signature: str | None = None) -> httpx.Response:
+        """POST an inbound-SMS webhook; pass ``signature`` (e.g. "bad") to forge one."""
+        sid = _sid("SM")
+        params = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid,
+                  "AccountSid": self.account_sid, "From": from_, "To": to, "Body": body,
+                  "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
+                  "ApiVersion": "2010-04-01"}
+        return await self._post_signed(url, params, signature)
+
+    async def _post_signed(self, url: str, params: dict[str, str],
+                           signature: str | None) -> httpx.Response:
+        """Sign as Twilio does: HMAC-SHA1 over the full URL + sorted form params."""
+        if signature is None:
+            signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"}
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            return await client.post(url, data=params, headers=headers)
+
+
+def _invalid(kind: str, params: dict[str, str]) -> _Fault | None:
+    """Reject requests real Twilio would refuse, so app bugs surface in tests."""
+    if kind == "Messages":
+        checks = [("To", 21604, "A 'To' phone number is required."),
+                  ("From|MessagingServiceSid", 21603, "A 'From' phone number is required."),
+                  ("Body|MediaUrl|ContentSid", 21602, "Message body is required.")]
+    else:  # 21205 is approximate: Twilio's code for an unusable call Url.
+        checks = [("To", 21201, "No 'To' number is specified"),
+                  ("From", 21213, "No 'From' number is specified"),
+                  ("Url|Twiml|ApplicationSid", 21205, "Url, Twiml or ApplicationSid required")]
+    for names, code, message in checks:
+        if not any(params.get(name) for name in names.split("|")):
+            return _Fault(400, code, message)
+    return None
+
+
+def _summary(kind: str, record: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+    """The small, stable dict tests assert on (``from_`` mirrors the twilio kwarg)."""
+    base = {"sid": record["sid"], "to": params.get("To"), "from_": params.get("From"),
+            "status_callback": params.get("StatusCallback")}
+    if kind == "Messages":
+        return {**base, "body": params.get("Body"),
+                "messaging_service_sid": params.get("MessagingServiceSid")}
+    return {**base, "twiml": params.get("Twiml")}

@@ -1,0 +1,147 @@
+"""Both services running in the test's own event loop against real infrastructure.
+
+Time comes from one FrozenClock; the scheduler is driven by the test (`run_due`), so a test
+can say "it is now 09:30" instead of sleeping until then."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aio_pika
+import httpx
+from pydantic import SecretStr
+
+from broker_messages import topology
+from notifier.app import NotifierService
+from notifier.app import create_app as notifier_app
+from notifier.settings import NotifierSettings
+from servicekit.clock import FrozenClock
+from tests.factories import LONDON
+from tests.fakes.smtp_sink import SmtpSink
+from tests.fakes.twilio_stub import TwilioStub
+from triage.app import TriageService
+from triage.app import create_app as triage_app
+from triage.settings import TriageSettings
+
+API_TOKEN = "test-token-of-sufficient-length"
+SENDER = "+447700900999"
+PUBLIC_BASE_URL = "http://notifier.test"
+# Monday 23 November 2026, 08:00 in London: before registers close.
+MONDAY_MORNING = dt.datetime(2026, 11, 23, 8, 0, tzinfo=LONDON)
+
+
+class Stack:
+    def __init__(self, *, amqp_url: str, broker: aio_pika.abc.AbstractRobustConnection,
+                 database_url: str, twilio: TwilioStub, smtp: SmtpSink, workdir: Path,
+                 start: dt.datetime = MONDAY_MORNING) -> None:
+        self.clock = FrozenClock(start)
+        self.broker = broker
+        self.twilio = twilio
+        self.smtp = smtp
+        self.outbox_dir = workdir / "outbox"
+        self.triage_settings = TriageSettings(
+            amqp_url=amqp_url, TRIAGE_DATABASE_URL=database_url,
+            api_token=SecretStr(API_TOKEN), TRIAGE_BATCH_SIZE=50,
+        )
+        self.notifier_settings = NotifierSettings(
+            amqp_url=amqp_url, NOTIFIER_DATABASE_URL=database_url,
+            api_token=SecretStr(API_TOKEN), public_base_url=PUBLIC_BASE_URL,
+            outbox_dir=self.outbox_dir,
+            twilio_account_sid=twilio.account_sid, twilio_auth_token=SecretStr(twilio.auth_token),
+            twilio_from=SENDER, twilio_api_base=twilio.base_url,
+            smtp_host=smtp.host, smtp_port=smtp.port, smtp_from="attendance@school.example",
+            NOTIFIER_RETRY_INITIAL_SECONDS=0.01, NOTIFIER_PROVIDER_TIMEOUT=5,
+        )
+        self.triage = TriageService(self.triage_settings, self.clock, run_scheduler=False)
+        self.notifier = NotifierService(self.notifier_settings, self.clock)
+        self.triage_api = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=triage_app(self.triage)),
+            base_url="http://triage.test", headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+        self.notifier_api = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=notifier_app(self.notifier)),
+            base_url=PUBLIC_BASE_URL, headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+        self._published = 0
+
+    async def __aenter__(self) -> Stack:
+        await self.triage.start()
+        await self.notifier.start()
+        self._channel = await self.broker.channel(publisher_confirms=True)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._channel.close()
+        await self.triage_api.aclose()
+        await self.notifier_api.aclose()
+        await self.notifier.stop()
+        await self.triage.stop()
+
+    # --- acting on the system -------------------------------------------------------------
+
+    async def put_school(self, document: dict[str, Any]) -> httpx.Response:
+        return await self.triage_api.put(f"/api/v1/schools/{document['urn']}", json=document)
+
+    async def publish(self, *events: dict[str, Any] | bytes,
+                      routing_key: str = "register.mark") -> None:
+        """Publish events to the contract's exchange, as an MIS integration would."""
+        exchange = await self._channel.get_exchange(topology.EVENTS_EXCHANGE)
+        for event in events:
+            body = event if isinstance(event, bytes) else json.dumps(event).encode()
+            key = routing_key
+            if isinstance(event, dict) and event.get("schema") == "pupil.removed/v1":
+                key = "pupil.removed"
+            await exchange.publish(
+                aio_pika.Message(body, content_type="application/json",
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=key,
+            )
+            self._published += 1
+
+    async def processed(self, timeout: float = 15.0) -> None:
+        """Wait until triage has settled everything published so far."""
+        assert self.triage.consumer is not None
+        await self.triage.consumer.wait_settled(self._published, timeout)
+
+    def at(self, hour: int, minute: int = 0, day: dt.date | None = None) -> None:
+        """Set the clock to a school-local wall-clock time (today unless `day` is given)."""
+        local = self.clock.now().astimezone(LONDON)
+        target = dt.datetime.combine(day or local.date(), dt.time(hour, minute), tzinfo=LONDON)
+        self.clock.set(target)
+
+    async def run_due(self) -> int:
+        """Run the triage scheduler once and hand its requests to the broker."""
+        assert self.triage.scheduler is not None and self.triage.relay is not None
+        settled = await self.triage.scheduler.run_due()
+        await self.triage.relay.publish_pending()
+        return settled
+
+    async def sent(self, count: int, timeout: float = 15.0) -> None:
+        """Wait until the notifier has settled `count` notifications (sent or failed)."""
+        assert self.notifier.dispatcher is not None
+        await self.notifier.dispatcher.wait_settled(count, timeout)
+
+    async def notifications(self, **filters: str) -> list[dict[str, Any]]:
+        response = await self.notifier_api.get("/api/v1/notifications", params=filters)
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    async def dead_letters(self, queue_name: str = topology.EVENTS_DEAD_QUEUE,
+                           expected: int = 1, timeout: float = 10.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        """Read `expected` messages from a dead-letter queue (acking them)."""
+        channel = await self.broker.channel()
+        queue = await channel.get_queue(queue_name)
+        found = []
+        async with queue.iterator(timeout=timeout) as messages:
+            async for message in messages:
+                await message.ack()
+                found.append(message)
+                if len(found) >= expected:
+                    break
+        await channel.close()
+        return found
