@@ -3,7 +3,6 @@ the SMTP sink, and both services running in this process on an injected clock.""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -14,8 +13,8 @@ from typing import Any
 import aio_pika
 import asyncpg
 import pytest
-
 from broker_messages import topology
+
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub
 from tests.stack import Stack

@@ -13,19 +13,19 @@ from typing import Any
 
 import aio_pika
 import httpx
-from pydantic import SecretStr
-
 from broker_messages import topology
 from notifier.app import NotifierService
 from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
+from pydantic import SecretStr
 from servicekit.clock import FrozenClock
-from tests.factories import LONDON
-from tests.fakes.smtp_sink import SmtpSink
-from tests.fakes.twilio_stub import TwilioStub
 from triage.app import TriageService
 from triage.app import create_app as triage_app
 from triage.settings import TriageSettings
+
+from tests.factories import LONDON
+from tests.fakes.smtp_sink import SmtpSink
+from tests.fakes.twilio_stub import TwilioStub
 
 API_TOKEN = "test-token-of-sufficient-length"
 SENDER = "+447700900999"

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
 from broker_messages import topology
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import select
+from triage.models import decisions, scheduled_actions
 
 from tests.factories import LONDON, MONDAY, contact, mark, pupil, school
 from tests.stack import Stack
-from triage.models import decisions, scheduled_actions
 
 
 async def _actions(stack: Stack) -> dict[str, tuple[str, str]]:
@@ -93,8 +93,8 @@ async def test_mark_amended_after_scheduling_is_rechecked_at_send_time(stack: St
     await stack.processed()
     # Delete nothing, amend nothing through the rules: change the stored mark under the
     # scheduler, as a late-arriving amendment in another replica would.
-    from triage.models import marks
     from sqlalchemy import update
+    from triage.models import marks
     async with stack.triage.engine.begin() as conn:
         await conn.execute(update(marks).values(code="M"))
     stack.at(9, 30)

@@ -9,11 +9,11 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
+from servicekit.web import Authenticated
 from sqlalchemy import select, update
 from twilio.request_validator import RequestValidator
 
 from notifier.models import notifications
-from servicekit.web import Authenticated
 
 if TYPE_CHECKING:
     from notifier.app import NotifierService

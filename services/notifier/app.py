@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
 
-import uvicorn
 from aio_pika.abc import AbstractRobustConnection
-from fastapi import FastAPI
-
 from broker_messages import topology
 from broker_messages.contact import ContactRequest
+from fastapi import FastAPI
+from servicekit import broker, logs
+from servicekit.clock import Clock, SystemClock
+from servicekit.consumer import BatchConsumer
+from servicekit.database import database_reachable, make_engine
+from servicekit.runtime import Workers, serve
+from servicekit.web import operations_router
+
 from notifier.api import api, webhooks
 from notifier.dispatch import Dispatcher
 from notifier.intake import Intake
@@ -25,11 +27,6 @@ from notifier.providers.smtp import SmtpEmail
 from notifier.providers.twilio import TwilioClient, TwilioSms, TwilioVoice
 from notifier.settings import NotifierSettings
 from notifier.templates import TemplateLibrary
-from servicekit import broker, logs
-from servicekit.clock import Clock, SystemClock
-from servicekit.consumer import BatchConsumer
-from servicekit.database import database_reachable, make_engine
-from servicekit.web import operations_router
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +68,7 @@ class NotifierService:
         self.templates = TemplateLibrary(settings.templates_dir)
         self.intake = Intake(self.engine, self.clock, self.templates)
         self._run_dispatcher = run_dispatcher
-        self._tasks: list[asyncio.Task[None]] = []
+        self.workers = Workers()
         self.connection: AbstractRobustConnection | None = None
         self.providers: dict[str, Provider] = {}
         self.dispatcher: Dispatcher | None = None
@@ -97,9 +94,9 @@ class NotifierService:
             batch_size=self.settings.prefetch,
             on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
         )
-        self._spawn(self.consumer.run())
+        self.workers.spawn(self.consumer.run())
         if self._run_dispatcher:
-            self._spawn(self.dispatcher.run(self.settings.dispatch_poll_seconds))
+            self.workers.spawn(self.dispatcher.run(self.settings.dispatch_poll_seconds))
         await self.consumer.start(queue)
         log.info("notifier.started")
 
@@ -111,18 +108,10 @@ class NotifierService:
             self.dispatcher.wake()
         return verdicts
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(coroutine))
-
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await self.workers.stop()
         for provider in {id(p): p for p in self.providers.values()}.values():
             with contextlib.suppress(Exception):
                 await provider.close()
@@ -150,15 +139,4 @@ def main() -> None:
     settings = NotifierSettings()
     logs.configure(settings.log_level)
     service = NotifierService(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        try:
-            yield
-        finally:
-            await service.stop()
-
-    app = create_app(service)
-    app.router.lifespan_context = lifespan
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    serve(service, create_app(service), settings.host, settings.port)

@@ -9,6 +9,8 @@ import asyncio
 import datetime as dt
 import logging
 
+from servicekit.clock import Clock
+from servicekit.database import supports_skip_locked
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -16,8 +18,6 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from notifier.metrics import NotifierMetrics
 from notifier.models import notifications
 from notifier.providers import OutgoingMessage, Provider, ProviderError, ProviderResult
-from servicekit.clock import Clock
-from servicekit.database import supports_skip_locked
 
 log = logging.getLogger(__name__)
 

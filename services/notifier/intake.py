@@ -9,12 +9,12 @@ import logging
 import uuid
 from typing import Any
 
-from jinja2 import TemplateError
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from broker_messages.contact import ContactRequest
+from jinja2 import TemplateError
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from notifier.models import notifications
 from notifier.templates import TemplateLibrary
 

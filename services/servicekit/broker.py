@@ -12,7 +12,6 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-
 from broker_messages.topology import REJECTION_REASON_HEADER
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from broker_messages.topology import DELIVERY_LIMIT
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from broker_messages.topology import DELIVERY_LIMIT
 from servicekit.broker import dead_letter, delivery_count
 
 log = logging.getLogger(__name__)

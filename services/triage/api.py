@@ -6,15 +6,15 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from broker_messages.events import EVENT_ADAPTER, routing_key
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import select, update
-
-from broker_messages.events import EVENT_ADAPTER, routing_key
 from servicekit.broker import persistent_message
 from servicekit.requests import read_json, validation_problems
 from servicekit.web import Authenticated
+from sqlalchemy import select, update
+
 from triage.models import tasks
 from triage.school_document import SchoolDocument, duplicate_pupil_problems
 from triage.schools import store_school

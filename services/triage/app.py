@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
 
-import uvicorn
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
-from fastapi import FastAPI
-
 from broker_messages import topology
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
+from fastapi import FastAPI
 from servicekit import broker, logs
 from servicekit.clock import Clock, SystemClock
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.outbox import OutboxRelay
+from servicekit.runtime import Workers, serve
+from servicekit.web import operations_router
+
 from triage.api import router
 from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
@@ -27,7 +24,6 @@ from triage.models import outbox
 from triage.scheduler import Scheduler
 from triage.schools import SchoolContextCache
 from triage.settings import TriageSettings
-from servicekit.web import operations_router
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +38,7 @@ class TriageService:
         self.schools = SchoolContextCache()
         self.ingestor = Ingestor(self.engine, self.clock, self.schools)
         self._run_scheduler = run_scheduler
-        self._tasks: list[asyncio.Task[None]] = []
+        self.workers = Workers()
         self.connection: AbstractRobustConnection | None = None
         self.events_exchange: AbstractExchange | None = None
         self.relay: OutboxRelay | None = None
@@ -68,10 +64,10 @@ class TriageService:
             batch_size=self.settings.batch_size,
             on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
         )
-        self._spawn(self.consumer.run())
-        self._spawn(self.relay.run())
+        self.workers.spawn(self.consumer.run())
+        self.workers.spawn(self.relay.run())
         if self._run_scheduler:
-            self._spawn(self.scheduler.run(self.settings.scheduler_poll_seconds))
+            self.workers.spawn(self.scheduler.run(self.settings.scheduler_poll_seconds))
         await self.consumer.start(queue)
         log.info("triage.started")
 
@@ -81,18 +77,10 @@ class TriageService:
             self.metrics.events.labels(outcome.status).inc()
         return [o.reason if o.status == "rejected" else None for o in outcomes]
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(coroutine))
-
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await self.workers.stop()
         if self.connection is not None:
             await self.connection.close()
         await self.engine.dispose()
@@ -116,15 +104,4 @@ def main() -> None:
     settings = TriageSettings()
     logs.configure(settings.log_level)
     service = TriageService(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        try:
-            yield
-        finally:
-            await service.stop()
-
-    app = create_app(service)
-    app.router.lifespan_context = lifespan
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    serve(service, create_app(service), settings.host, settings.port)

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from servicekit.database import dialect_insert
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from servicekit.database import dialect_insert
 from triage.models import decisions, scheduled_actions
-from triage.rules import Decision, Schedule, Suppress, Withdraw
+from triage.rules import Decision, Schedule, Withdraw
 
 log = logging.getLogger(__name__)
 

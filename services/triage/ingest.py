@@ -8,13 +8,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import delete, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from broker_messages.codes import LEGACY_CODES, canonical_code
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from servicekit.clock import Clock, local_date
 from servicekit.database import dialect_insert
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
 from triage import decisions as decision_store
 from triage import rules
 from triage.models import marks, parked_events, pupils, received_events

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from servicekit.database import UtcDateTime
+from servicekit.outbox import outbox_table
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -15,9 +17,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-
-from servicekit.database import UtcDateTime
-from servicekit.outbox import outbox_table
 
 metadata = MetaData()
 

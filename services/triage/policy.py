@@ -7,9 +7,8 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from broker_messages.codes import Category, category
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 

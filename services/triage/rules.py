@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from broker_messages.codes import UNEXPLAINED, is_absence
 from broker_messages.contact import Channel, Recipient
 from servicekit.clock import at_local_time, local_date
+
 from triage.calendar import SchoolCalendar
 from triage.policy import Policy
 

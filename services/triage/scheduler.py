@@ -8,15 +8,15 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from broker_messages.contact import ContactRequest, PupilRef
 from broker_messages.topology import CONTACT_REQUEST_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
 from servicekit.outbox import enqueue
+from sqlalchemy import select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
 from triage import decisions as decision_store
 from triage import rules
 from triage.ingest import codes_by_pupil_day

@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from broker_messages.events import FreeText, Identifier, Urn
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from broker_messages.events import FreeText, Identifier, Urn
 from triage.policy import Policy
 
 E164 = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")]

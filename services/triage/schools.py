@@ -8,16 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from broker_messages.contact import School
+from servicekit.database import dialect_insert
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker_messages.contact import School
 from triage.calendar import SchoolCalendar
 from triage.models import pupils, schools
 from triage.policy import Policy
 from triage.school_document import SchoolDocument
-from servicekit.database import dialect_insert
-
 
 _CHUNK = 500  # rows per INSERT: stays well inside SQLite's bound-parameter limit
 

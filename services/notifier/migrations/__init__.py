@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from servicekit.migrations import upgrade_to_head
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 VERSION_TABLE = "alembic_version_notifier"
 

@@ -5,10 +5,9 @@ Revises:
 Create Date: 2026-11-23 23:55:08.903869
 """
 
-from alembic import op
-import sqlalchemy as sa
 import servicekit.database
-
+import sqlalchemy as sa
+from alembic import op
 
 revision = '0001'
 down_revision = None
