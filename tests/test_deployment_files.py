@@ -264,12 +264,14 @@ EXPECTED_EXCHANGES = {
     topology.EVENTS_DEAD_EXCHANGE: "fanout",
     topology.REQUESTS_EXCHANGE: "direct",
     topology.REQUESTS_DEAD_EXCHANGE: "fanout",
+    topology.NOTIFIER_EVENTS_EXCHANGE: "topic",
 }
 EXPECTED_QUEUES = {
     topology.TRIAGE_QUEUE: topology.quorum_arguments(topology.EVENTS_DEAD_EXCHANGE),
     topology.EVENTS_DEAD_QUEUE: {"x-queue-type": "quorum"},
     topology.NOTIFIER_QUEUE: topology.quorum_arguments(topology.REQUESTS_DEAD_EXCHANGE),
     topology.REQUESTS_DEAD_QUEUE: {"x-queue-type": "quorum"},
+    topology.TRIAGE_REPLIES_QUEUE: topology.quorum_arguments(topology.REQUESTS_DEAD_EXCHANGE),
 }
 EXPECTED_BINDINGS = sorted(
     [(topology.EVENTS_EXCHANGE, topology.TRIAGE_QUEUE, key) for key in topology.EVENT_ROUTING_KEYS]
@@ -278,6 +280,8 @@ EXPECTED_BINDINGS = sorted(
         (topology.REQUESTS_EXCHANGE, topology.NOTIFIER_QUEUE, topology.CONTACT_REQUEST_ROUTING_KEY),
         (topology.REQUESTS_DEAD_EXCHANGE, topology.REQUESTS_DEAD_QUEUE,
          topology.REQUESTS_DEAD_QUEUE),
+        (topology.NOTIFIER_EVENTS_EXCHANGE, topology.TRIAGE_REPLIES_QUEUE,
+         topology.REPLY_ROUTING_KEY),
     ]
 )
 
@@ -331,13 +335,12 @@ def test_expectations_match_what_topology_declares() -> None:
     channel = _RecordingChannel()
 
     async def declare_all() -> None:
-        await topology.declare_events(channel)  # type: ignore[arg-type]
-        await topology.declare_requests(channel)  # type: ignore[arg-type]
+        await topology.declare_all(channel)  # type: ignore[arg-type]
 
     asyncio.run(declare_all())
     assert {name: spec["type"] for name, spec in channel.exchanges.items()} == EXPECTED_EXCHANGES
     assert {name: spec["arguments"] for name, spec in channel.queues.items()} == EXPECTED_QUEUES
-    assert sorted(channel.bindings) == EXPECTED_BINDINGS
+    assert sorted(set(channel.bindings)) == EXPECTED_BINDINGS  # re-declaring is idempotent
     assert all(spec["durable"] and not spec["auto_delete"] and not spec["internal"]
                for spec in channel.exchanges.values())
     assert all(spec["durable"] and not spec["auto_delete"] for spec in channel.queues.values())

@@ -49,6 +49,17 @@ class School(BaseModel):
     timezone: str = "Europe/London"
 
 
+class DeliveryWindow(BaseModel):
+    """When family SMS and voice may go out (rules.md §4 "Quiet hours"): never inside quiet
+    hours, only on school days. Triage owns the calendar, so it sends the school days ahead."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timezone: str = "Europe/London"
+    quiet_hours: str = "20:00-08:00"
+    school_days: tuple[dt.date, ...] = ()
+
+
 class ContactRequest(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
@@ -59,5 +70,31 @@ class ContactRequest(BaseModel):
     school: School
     date: dt.date
     pupils: tuple[PupilRef, ...]
-    recipients: tuple[Recipient, ...]
+    # Everyone here is contacted, independently (professionals).
+    recipients: tuple[Recipient, ...] = ()
+    # Parents/carers in priority order: tried one after another until one is reached
+    # (rules.md §4 "Contact order"); `no_contact` contacts are never included.
+    family: tuple[Recipient, ...] = ()
+    # Told once when nobody in `family` could be reached (the attendance officer).
+    unreachable: tuple[Recipient, ...] = ()
+    delivery: DeliveryWindow = DeliveryWindow()
+    # Professional safeguarding alerts are not held by quiet hours.
+    safeguarding: bool = False
+    # The absence episode this request is about, so a reply can be attached to it.
+    episode_start: dt.date | None = None
+    # Extra template variables (e.g. an attendance rate); never codes, reasons or comments.
+    details: dict[str, str | int | float] = Field(default_factory=dict)
     requested_at: AwareDatetime
+
+
+class ReplyReceived(BaseModel):
+    """Notifier -> triage: a parent replied about these pupils; stop chasing them."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_: Literal["reply.received/v1"] = Field("reply.received/v1", alias="schema")
+    reply_id: str = Field(min_length=1, max_length=100)
+    school_urn: str
+    pupil_ids: tuple[str, ...]
+    contact_ref: str
+    received_at: AwareDatetime

@@ -22,6 +22,11 @@ NOTIFIER_QUEUE = "notifier.contact-requests"
 REQUESTS_DEAD_EXCHANGE = "notifier.requests.dlx"
 REQUESTS_DEAD_QUEUE = "notifier.requests.dead"
 
+# Internal: notifier -> triage events (a parent's reply).
+NOTIFIER_EVENTS_EXCHANGE = "notifier.events"
+REPLY_ROUTING_KEY = "reply.received"
+TRIAGE_REPLIES_QUEUE = "triage.replies"
+
 # A message that keeps failing is dead-lettered after this many deliveries
 # (quorum queues count them in `x-delivery-count`).
 DELIVERY_LIMIT = 5
@@ -63,6 +68,21 @@ async def declare_events(channel: AbstractChannel) -> tuple[AbstractQueue, Abstr
     return queue, dead
 
 
+async def declare_replies(channel: AbstractChannel) -> tuple[AbstractQueue, AbstractExchange]:
+    """Declare the notifier -> triage side; returns triage's reply queue and the exchange.
+
+    Replies that fail go to the same dead-letter queue as contact requests."""
+    exchange = await channel.declare_exchange(
+        NOTIFIER_EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    await _declare_dead_letter_pair(channel, REQUESTS_DEAD_EXCHANGE, REQUESTS_DEAD_QUEUE)
+    queue = await channel.declare_queue(
+        TRIAGE_REPLIES_QUEUE, durable=True, arguments=quorum_arguments(REQUESTS_DEAD_EXCHANGE)
+    )
+    await queue.bind(exchange, routing_key=REPLY_ROUTING_KEY)
+    return queue, exchange
+
+
 async def declare_requests(channel: AbstractChannel) -> tuple[AbstractQueue, AbstractExchange]:
     """Declare the triage -> notifier side; returns the notifier's queue and its dead letters."""
     exchange = await channel.declare_exchange(
@@ -74,3 +94,10 @@ async def declare_requests(channel: AbstractChannel) -> tuple[AbstractQueue, Abs
     )
     await queue.bind(exchange, routing_key=CONTACT_REQUEST_ROUTING_KEY)
     return queue, dead
+
+
+async def declare_all(channel: AbstractChannel) -> None:
+    """Everything both services use (what `infra/rabbitmq/definitions.json` mirrors)."""
+    await declare_events(channel)
+    await declare_requests(channel)
+    await declare_replies(channel)

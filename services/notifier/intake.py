@@ -49,7 +49,8 @@ class Intake:
 
     def _rows(self, request: ContactRequest, now: Any) -> list[dict[str, Any]]:
         rows = []
-        for recipient in request.recipients:
+        # Fallback along `family` is not implemented yet: the first family contact is used.
+        for recipient in (*request.recipients, *request.family[:1]):
             for channel in recipient.channels:
                 to = recipient.email if channel == "email" else recipient.phone
                 if not to:

@@ -50,6 +50,11 @@ class SchoolCalendar:
         index = bisect.bisect_left(self._days, day)
         return self._days[index - 1] if index > 0 else None
 
+    def school_days_from(self, day: dt.date, count: int) -> tuple[dt.date, ...]:
+        """Up to `count` school days on or after `day`."""
+        index = bisect.bisect_left(self._days, day)
+        return self._days[index : index + count]
+
     def school_days_between(self, start: dt.date, end: dt.date) -> int:
         """School days after `start` up to and including `end` (0 when end <= start)."""
         if end <= start:

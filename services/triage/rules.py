@@ -136,24 +136,22 @@ def first_day_contact_still_due(
 def family_recipients(
     pupil_id: str, contacts: list[Mapping[str, Any]], channels: tuple[Channel, ...]
 ) -> tuple[list[Recipient], list[str]]:
-    """rules.md §4 "Contact order": the first contactable parent/carer by priority gets every
-    channel they have an address for. `no_contact` contacts are never used (returned so the
-    decision can record that they were skipped)."""
+    """rules.md §4 "Contact order": parent/carers in priority order, each with the channels
+    they have an address for. `no_contact` contacts (e.g. a court order) are never included,
+    not even as a fallback; they are returned so the decision records that they were skipped."""
+    recipients: list[Recipient] = []
     skipped: list[str] = []
     for contact in sorted(contacts, key=lambda c: int(c["priority"])):
         ref = f"{pupil_id}/contact/{contact['priority']}"
-        if contact.get("no_contact"):
-            skipped.append(ref)
-            continue
         usable: tuple[Channel, ...] = tuple(
             channel
             for channel in channels
             if (contact.get("email") if channel == "email" else contact.get("phone"))
         )
-        if not usable:
+        if contact.get("no_contact") or not usable:
             skipped.append(ref)
             continue
-        recipient = Recipient(
+        recipients.append(Recipient(
             role="parent",
             ref=ref,
             name=str(contact["name"]),
@@ -161,9 +159,8 @@ def family_recipients(
             email=contact.get("email"),
             language=str(contact.get("language") or "en"),
             channels=usable,
-        )
-        return [recipient], skipped
-    return [], skipped
+        ))
+    return recipients, skipped
 
 
 def _describe(codes: Mapping[str, str]) -> str:

@@ -107,7 +107,10 @@ class Scheduler:
             date=action.date,
             pupils=(PupilRef(pupil_id=action.pupil_id, given_name=record["given_name"],
                              family_name=record["family_name"]),),
-            recipients=tuple(recipients),
+            family=tuple(recipients),
+            unreachable=tuple(context.staff_recipients("attendance_officer")),
+            delivery=context.delivery_window(action.date),
+            episode_start=action.date,
             requested_at=now,
         )
         await enqueue(

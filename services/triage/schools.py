@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from broker_messages.contact import School
+from broker_messages.contact import DeliveryWindow, Recipient, School
 from servicekit.database import dialect_insert
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +30,23 @@ class SchoolContext:
     calendar: SchoolCalendar
     policy: Policy
     document: dict[str, Any]
+
+    def delivery_window(self, day: dt.date, days_ahead: int = 15) -> DeliveryWindow:
+        """The school days from `day` on, for the notifier's quiet-hours and school-day hold."""
+        return DeliveryWindow(
+            timezone=str(self.tz),
+            quiet_hours=self.policy.quiet_hours,
+            school_days=self.calendar.school_days_from(day, days_ahead),
+        )
+
+    def staff_recipients(self, role: str) -> list[Recipient]:
+        """Staff with `role`, contacted by email (professional messages)."""
+        return [
+            Recipient(role=role, ref=f"{self.urn}/staff/{role}/{index}", name=member["name"],
+                      email=member["email"], phone=member.get("phone"), channels=("email",))
+            for index, member in enumerate(self.document.get("staff") or [])
+            if member.get("role") == role and member.get("email")
+        ]
 
     @property
     def school(self) -> School:
