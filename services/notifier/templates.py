@@ -89,8 +89,11 @@ def context_for(request: ContactRequest, recipient: Recipient) -> dict[str, Any]
         for p in request.pupils
     ]
     return {
+        "rule": request.rule,
         "school": {"name": request.school.name, "phone": request.school.phone or ""},
         "date": request.date,
+        "episode_start": request.episode_start,
         "pupils": pupils,
         "recipient": {"name": recipient.name, "role": recipient.role},
+        "details": dict(request.details),
     }
