@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-fast services broker lint clean
+.PHONY: install run demo test test-fast bench bench-quick services broker lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,13 @@ test: install services
 
 test-fast: install services
 	$(BIN)/python -m pytest -x -q -m "not postgres"
+
+# Benchmarks on the real broker and databases (a fresh vhost per run); figures in bench/results.md.
+bench: install services
+	$(BIN)/python -m bench
+
+bench-quick: install services
+	$(BIN)/python -m bench --quick
 
 lint: install
 	$(BIN)/python -m ruff check services tests

@@ -32,6 +32,12 @@ def _token() -> str:
     return token
 
 
+def _now() -> dt.datetime:
+    """The services' clock: real time, or the rehearsal clock they were started on."""
+    offset = float(os.environ.get("CLOCK_OFFSET_SECONDS") or 0)
+    return dt.datetime.now(LONDON) + dt.timedelta(seconds=offset)
+
+
 def _school_day(today: dt.date) -> dt.date:
     day = today
     while day.weekday() >= 5:  # the demo's register is for the most recent weekday
@@ -76,7 +82,7 @@ def sample_school(day: dt.date) -> dict[str, object]:
 def morning_marks(day: dt.date) -> list[dict[str, object]]:
     # Registers are taken around 08:50; before then (a demo run at night) use "just now".
     taken = min(dt.datetime.combine(day, dt.time(8, 50), tzinfo=LONDON),
-                dt.datetime.now(LONDON) - dt.timedelta(minutes=10))
+                _now() - dt.timedelta(minutes=10))
 
     def mark(pupil_id: str, code: str, minute: int) -> dict[str, object]:
         recorded = taken + dt.timedelta(minutes=minute - 50)
@@ -99,7 +105,7 @@ def main() -> None:
     notifier = os.environ.get("NOTIFIER_URL",
                               f"http://127.0.0.1:{os.environ.get('NOTIFIER_PORT', 8002)}")
     headers = {"Authorization": f"Bearer {_token()}"}
-    day = _school_day(dt.datetime.now(LONDON).date())
+    day = _school_day(_now().astimezone(LONDON).date())
     with httpx.Client(headers=headers, timeout=30) as client:
         response = client.put(f"{triage}/api/v1/schools/{URN}", json=sample_school(day))
         response.raise_for_status()
@@ -121,6 +127,9 @@ def main() -> None:
               f" -> {notification['status']}")
     outbox = os.environ.get("OUTBOX_DIR", "var/outbox")
     print(f"\nMessages not sent for real are in {outbox}/ (one file each).")
+    if any(n["status"] == "pending" for n in sent):
+        print("Texts still pending are held for quiet hours or a non-school day; they go out "
+              "when the school's contact window opens (08:00 on the next school day).")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ the SMTP sink, and both services running in this process on an injected clock.""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -14,6 +16,7 @@ import aio_pika
 import asyncpg
 import pytest
 from broker_messages import topology
+from servicekit.logs import quiet_third_party
 
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub
@@ -114,3 +117,45 @@ async def stack(
     async with Stack(amqp_url=amqp_url, broker=broker, database_url=database_url,
                      twilio=twilio, smtp=smtp, workdir=tmp_path) as running:
         yield running
+
+
+# Privacy: logs carry ids, never phone numbers, email addresses or names (rules.md §4).
+_PHONE = re.compile(r"\+\d{10,15}")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_FIXTURE_NAMES = re.compile(
+    r"\b(Sally|Smith|Jane|Tom|Ada|Jones|Rhian|Brown|Noor|Khan|Doe|Child\d+)\b")
+# Test-side loggers (the SMTP sink, the stub's web server, the tests' own HTTP client).
+_TEST_SIDE = ("tests", "mail.log", "aiosmtpd", "aiohttp.access", "aiohttp.server", "httpx",
+              "httpcore", "asyncio", "hypothesis")
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    parts = []
+    for render in (record.getMessage, lambda: str(record.msg),
+                   lambda: logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+                   if record.exc_info else ""):
+        try:
+            parts.append(render())
+        except Exception:  # noqa: BLE001, S112 - a library object whose repr fails
+            continue
+    return " ".join(parts)
+
+
+@pytest.fixture(autouse=True)
+def logs_carry_no_personal_data(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every log record the services write during every test is checked for personal data."""
+    quiet_third_party()  # as the services configure it in production
+    caplog.set_level(logging.INFO)
+    for name in ("triage", "notifier", "servicekit"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    yield
+    leaks = []
+    for when in ("setup", "call", "teardown"):
+        for record in caplog.get_records(when):  # type: ignore[arg-type]
+            if record.name.startswith(_TEST_SIDE):
+                continue
+            text = _record_text(record)
+            for pattern in (_PHONE, _EMAIL, _FIXTURE_NAMES):
+                if match := pattern.search(text):
+                    leaks.append(f"{record.name}: {match.group(0)!r} in {text[:200]!r}")
+    assert not leaks, "personal data in the logs:\n" + "\n".join(leaks[:10])

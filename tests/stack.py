@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -14,6 +15,14 @@ from typing import Any
 import aio_pika
 import httpx
 from broker_messages import topology
+from broker_messages.contact import (
+    Channel,
+    ContactRequest,
+    DeliveryWindow,
+    PupilRef,
+    Recipient,
+    School,
+)
 from notifier.app import NotifierService
 from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings
@@ -22,8 +31,9 @@ from servicekit.clock import FrozenClock
 from triage.app import TriageService
 from triage.app import create_app as triage_app
 from triage.settings import TriageSettings
+from twilio.request_validator import RequestValidator
 
-from tests.factories import LONDON
+from tests.factories import LONDON, MONDAY
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub
 
@@ -32,6 +42,43 @@ SENDER = "+447700900999"
 PUBLIC_BASE_URL = "http://notifier.test"
 # Monday 23 November 2026, 08:00 in London: before registers close.
 MONDAY_MORNING = dt.datetime(2026, 11, 23, 8, 0, tzinfo=LONDON)
+
+
+OFFICER = Recipient(role="attendance_officer", ref="123456/staff/attendance_officer/0",
+                    name="R Baish", email="attendance@millbrook.example", channels=("email",))
+
+
+def parent(priority: int, phone: str | None = None, email: str | None = None, *,
+           channels: tuple[Channel, ...] = ("sms",), language: str = "en",
+           pupil_id: str = "P1") -> Recipient:
+    """A family contact as triage sends it (contract: ref `{pupil}/contact/{priority}`)."""
+    return Recipient(role="parent", ref=f"{pupil_id}/contact/{priority}",
+                     name=f"Parent {priority}", phone=phone or f"+4477009000{priority:02d}",
+                     email=email, language=language, channels=channels)
+
+
+def family_request(clock_now: dt.datetime, *family: Recipient,
+                   pupils: tuple[tuple[str, str], ...] = (("P1", "Sally"),),
+                   rule: str = "first_day_contact", day: dt.date = MONDAY,
+                   unreachable: tuple[Recipient, ...] = (OFFICER,),
+                   recipients: tuple[Recipient, ...] = (), safeguarding: bool = False,
+                   school_days: tuple[dt.date, ...] | None = None) -> ContactRequest:
+    """A contact request whose `family` is chased in order (rules.md §4)."""
+    days = school_days if school_days is not None else tuple(
+        MONDAY + dt.timedelta(days=n) for n in range(15)
+        if (MONDAY + dt.timedelta(days=n)).weekday() < 5)
+    ids = "+".join(p for p, _ in pupils)
+    return ContactRequest(
+        request_id=f"{rule}:123456:{ids}:{day.isoformat()}", rule=rule,
+        school=School(urn="123456", name="Millbrook Primary School", phone="+441235764822"),
+        date=day, episode_start=day,
+        pupils=tuple(PupilRef(pupil_id=p, given_name=g, family_name="Smith") for p, g in pupils),
+        family=family, unreachable=unreachable, recipients=recipients,
+        safeguarding=safeguarding,
+        delivery=DeliveryWindow(timezone="Europe/London", quiet_hours="20:00-08:00",
+                                school_days=days),
+        requested_at=clock_now,
+    )
 
 
 class Stack:
@@ -67,6 +114,7 @@ class Stack:
             base_url=PUBLIC_BASE_URL, headers={"Authorization": f"Bearer {API_TOKEN}"},
         )
         self._published = 0
+        self._requests_published = 0
 
     async def __aenter__(self) -> Stack:
         await self.triage.start()
@@ -103,6 +151,32 @@ class Stack:
             )
             self._published += 1
 
+    async def post_events(self, body: Any) -> httpx.Response:
+        """HTTP ingest (contract §2); the events it accepts count towards `processed()`."""
+        response = await self.triage_api.post("/api/v1/events", json=body)
+        if response.status_code in (202, 422):
+            self._published += len(response.json().get("accepted", []))
+        return response
+
+    async def publish_requests(self, *requests: ContactRequest | bytes) -> None:
+        """Publish contact requests straight to the notifier's exchange, as triage's relay does."""
+        exchange = await self._channel.get_exchange(topology.REQUESTS_EXCHANGE)
+        for request in requests:
+            body = (request if isinstance(request, bytes)
+                    else request.model_dump_json(by_alias=True).encode())
+            await exchange.publish(
+                aio_pika.Message(body, content_type="application/json",
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=topology.CONTACT_REQUEST_ROUTING_KEY,
+            )
+            self._requests_published += 1
+
+    async def requests_processed(self, timeout: float = 15.0) -> None:
+        """Wait until the notifier has settled (accepted or dead-lettered) every request
+        published with `publish_requests`; requests from triage share the same count."""
+        assert self.notifier.consumer is not None
+        await self.notifier.consumer.wait_settled(self._requests_published, timeout)
+
     async def processed(self, timeout: float = 15.0) -> None:
         """Wait until triage has settled everything published so far."""
         assert self.triage.consumer is not None
@@ -130,6 +204,37 @@ class Stack:
         response = await self.notifier_api.get("/api/v1/notifications", params=filters)
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
+
+    async def dispatch_due(self) -> int:
+        """Run the notifier's dispatcher once at the clock's time (held rows, fallback waits)."""
+        assert self.notifier.dispatcher is not None
+        return await self.notifier.dispatcher.dispatch_due()
+
+    async def twilio_webhook(self, path: str, params: dict[str, str], *,
+                             auth_token: str | None = None) -> httpx.Response:
+        """POST a webhook signed as Twilio signs it for PUBLIC_BASE_URL + path (or forged with
+        another `auth_token`), through the notifier's ASGI app."""
+        signature = RequestValidator(auth_token or self.twilio.auth_token).compute_signature(
+            PUBLIC_BASE_URL + path, params)
+        return await self.notifier_api.post(path, data=params,
+                                            headers={"X-Twilio-Signature": signature})
+
+    async def status_callback(self, sid: str, status: str, *, error_code: int | None = None,
+                              auth_token: str | None = None) -> httpx.Response:
+        kind = "Call" if sid.startswith("CA") else "Message"
+        params = {f"{kind}Sid": sid, f"{kind}Status": status,
+                  "AccountSid": self.twilio.account_sid, "ApiVersion": "2010-04-01"}
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        return await self.twilio_webhook("/twilio/status", params, auth_token=auth_token)
+
+    async def inbound_sms(self, from_: str, body: str, *, sid: str | None = None,
+                          auth_token: str | None = None) -> httpx.Response:
+        sid = sid or "SM" + uuid.uuid4().hex
+        params = {"MessageSid": sid, "SmsSid": sid, "AccountSid": self.twilio.account_sid,
+                  "From": from_, "To": SENDER, "Body": body, "NumMedia": "0",
+                  "ApiVersion": "2010-04-01"}
+        return await self.twilio_webhook("/twilio/inbound", params, auth_token=auth_token)
 
     async def dead_letters(self, queue_name: str = topology.EVENTS_DEAD_QUEUE,
                            expected: int = 1, timeout: float = 10.0) -> list[aio_pika.abc.AbstractIncomingMessage]:

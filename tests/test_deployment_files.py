@@ -218,7 +218,7 @@ def test_postgres_init_creates_the_databases_the_services_use(compose: dict[str,
         and target.startswith("/docker-entrypoint-initdb.d/")
         for kind, source, target in _mounts(compose, "postgres")
     ), "init.sql is not mounted into /docker-entrypoint-initdb.d"
-    created = set(re.findall(r'create\s+database\s+"?(\w+)"?', INIT_SQL.read_text(), re.I))
+    created = set(re.findall(r'create\s+database\s+"?(\w+)"?', INIT_SQL.read_text(), re.IGNORECASE))
     used = {
         urlsplit(_environment(compose, service)[variable] or "").path.lstrip("/")
         for service, _, _, variable, _ in APP_SERVICES

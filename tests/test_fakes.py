@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from typing import Any
 
@@ -27,31 +28,25 @@ SCHOOL = "+447700900000"
 PARENT = "+447700900123"
 
 
-@pytest.fixture
-async def stub() -> AsyncIterator[TwilioStub]:
-    async with TwilioStub() as running:
-        yield running
+@asynccontextmanager
+async def twilio_env(token: str | None = None) -> AsyncIterator[tuple[TwilioStub, Client]]:
+    """Stub + real client, built inside the test so both share the test's event loop
+    whatever loop scopes pytest-asyncio is configured with."""
+    async with TwilioStub() as stub:
+        http = AsyncTwilioHttpClient()  # max_retries=None: exactly one request per call
+        client = Client(stub.account_sid, token or stub.auth_token, http_client=http)
+        client.api.base_url = stub.base_url
+        try:
+            yield stub, client
+        finally:
+            await http.close()
 
 
-async def _client(stub: TwilioStub, token: str | None = None) -> Client:
-    client = Client(stub.account_sid, token or stub.auth_token,
-                    http_client=AsyncTwilioHttpClient())  # max_retries=None: no retries
-    client.api.base_url = stub.base_url
-    return client
-
-
-@pytest.fixture
-async def twilio(stub: TwilioStub) -> AsyncIterator[Client]:
-    client = await _client(stub)
-    yield client
-    await client.http_client.close()  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-async def receiver(stub: TwilioStub) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+@asynccontextmanager
+async def receiver(auth_token: str) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     """Tiny webhook endpoint that checks X-Twilio-Signature like the app must."""
     seen: list[dict[str, Any]] = []
-    validator = RequestValidator(stub.auth_token)
+    validator = RequestValidator(auth_token)
 
     async def hook(request: web.Request) -> web.Response:
         params = {k: str(v) for k, v in (await request.post()).items()}
@@ -65,14 +60,10 @@ async def receiver(stub: TwilioStub) -> AsyncIterator[tuple[str, list[dict[str, 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    async with SmtpSink() as running:
-        yield running
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
 
 
 def _email(subject: str = "Absence today") -> EmailMessage:
@@ -87,136 +78,142 @@ def _email(subject: str = "Absence today") -> EmailMessage:
 # ---- Twilio stub ----------------------------------------------------------------------
 
 
-async def test_sms_and_call_are_recorded(stub: TwilioStub, twilio: Client) -> None:
-    sms = await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="Absent today",
-                                             status_callback="http://app.test/sms-status")
-    call = await twilio.calls.create_async(to=PARENT, from_=SCHOOL, twiml="<Response/>",
-                                           status_callback="http://app.test/call-status")
+async def test_sms_and_call_are_recorded() -> None:
+    async with twilio_env() as (stub, twilio):
+        sms = await twilio.messages.create_async(
+            to=PARENT, from_=SCHOOL, body="Absent today",
+            status_callback="http://app.test/sms-status")
+        call = await twilio.calls.create_async(
+            to=PARENT, from_=SCHOOL, twiml="<Response/>",
+            status_callback="http://app.test/call-status")
 
-    assert sms.sid.startswith("SM") and len(sms.sid) == 34 and sms.status == "queued"
-    assert (sms.to, sms.from_, sms.body) == (PARENT, SCHOOL, "Absent today")
-    assert sms.date_created is not None
-    assert await stub.wait_for_messages(1) == [{
-        "sid": sms.sid, "to": PARENT, "from_": SCHOOL, "body": "Absent today",
-        "status_callback": "http://app.test/sms-status", "messaging_service_sid": None}]
-    assert call.sid.startswith("CA") and call.status == "queued"
-    assert await stub.wait_for_calls(1) == [{
-        "sid": call.sid, "to": PARENT, "from_": SCHOOL, "twiml": "<Response/>",
-        "status_callback": "http://app.test/call-status"}]
-
-
-async def test_wrong_token_is_401(stub: TwilioStub) -> None:
-    client = await _client(stub, token="not-the-token")
-    try:
-        with pytest.raises(TwilioRestException) as err:
-            await client.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
-    finally:
-        await client.http_client.close()  # type: ignore[attr-defined]
-    assert (err.value.status, err.value.code) == (401, 20003)
-    assert stub.messages == [] and [a["status"] for a in stub.attempts] == [401]
+        assert sms.sid.startswith("SM") and len(sms.sid) == 34 and sms.status == "queued"
+        assert (sms.to, sms.from_, sms.body) == (PARENT, SCHOOL, "Absent today")
+        assert sms.date_created is not None
+        assert await stub.wait_for_messages(1) == [{
+            "sid": sms.sid, "to": PARENT, "from_": SCHOOL, "body": "Absent today",
+            "status_callback": "http://app.test/sms-status", "messaging_service_sid": None}]
+        assert call.sid.startswith("CA") and call.status == "queued"
+        assert await stub.wait_for_calls(1) == [{
+            "sid": call.sid, "to": PARENT, "from_": SCHOOL, "twiml": "<Response/>",
+            "status_callback": "http://app.test/call-status"}]
 
 
-async def test_fail_next_then_success_one_request_per_call(stub: TwilioStub,
-                                                          twilio: Client) -> None:
-    stub.fail_next(2, status=500)
-    for _ in range(2):
+async def test_wrong_token_is_401() -> None:
+    async with twilio_env(token="not-the-token") as (stub, twilio):
         with pytest.raises(TwilioRestException) as err:
             await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
-        assert err.value.status == 500 and "Simulated Twilio failure" in err.value.msg
-    sms = await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
-
-    # Three calls, three HTTP requests: the twilio client added no retries of its own.
-    assert [a["status"] for a in stub.attempts] == [500, 500, 201]
-    assert [m["sid"] for m in stub.messages] == [sms.sid]
+        assert (err.value.status, err.value.code) == (401, 20003)
+        assert stub.messages == [] and [a["status"] for a in stub.attempts] == [401]
 
 
-async def test_rejected_number_fails_permanently(stub: TwilioStub, twilio: Client) -> None:
-    stub.reject_number(PARENT)
-    for _ in range(2):
+async def test_fail_next_then_success_one_request_per_call() -> None:
+    async with twilio_env() as (stub, twilio):
+        stub.fail_next(2, status=500)
+        for _ in range(2):
+            with pytest.raises(TwilioRestException) as err:
+                await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
+            assert err.value.status == 500 and "Simulated Twilio failure" in err.value.msg
+        sms = await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
+
+        # Three calls, three HTTP requests: the twilio client added no retries of its own.
+        assert [a["status"] for a in stub.attempts] == [500, 500, 201]
+        assert [m["sid"] for m in stub.messages] == [sms.sid]
+
+
+async def test_rejected_number_fails_permanently() -> None:
+    async with twilio_env() as (stub, twilio):
+        stub.reject_number(PARENT)
         with pytest.raises(TwilioRestException) as err:
             await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
         assert (err.value.status, err.value.code) == (400, 21610)
-    other = await twilio.messages.create_async(to="+447700900999", from_=SCHOOL, body="x")
-    assert [m["sid"] for m in stub.messages] == [other.sid]
+        with pytest.raises(TwilioRestException) as err:
+            await twilio.calls.create_async(to=PARENT, from_=SCHOOL, twiml="<Response/>")
+        assert err.value.code == 21610
+        other = await twilio.messages.create_async(to="+447700900999", from_=SCHOOL, body="x")
+        assert [m["sid"] for m in stub.messages] == [other.sid] and stub.calls == []
 
 
-async def test_delayed_request_abandoned_by_client_is_still_sent(stub: TwilioStub,
-                                                                  twilio: Client) -> None:
-    stub.delay_next(1, 0.3)
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):
-            await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
-    assert stub.messages == []
-    assert (await stub.wait_for_messages(1))[0]["to"] == PARENT
+async def test_delayed_request_abandoned_by_client_is_still_sent() -> None:
+    async with twilio_env() as (stub, twilio):
+        stub.delay_next(1, 0.3)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
+        assert stub.messages == []
+        assert (await stub.wait_for_messages(1))[0]["to"] == PARENT
 
 
-async def test_wait_times_out_with_assertion(stub: TwilioStub) -> None:
-    with pytest.raises(AssertionError, match="expected >= 1 calls"):
-        await stub.wait_for_calls(1, timeout=0.05)
+async def test_wait_times_out_with_assertion() -> None:
+    async with TwilioStub() as stub:
+        with pytest.raises(AssertionError, match="expected >= 1 calls"):
+            await stub.wait_for_calls(1, timeout=0.05)
 
 
-async def test_status_callback_is_signed_like_twilio(
-        stub: TwilioStub, twilio: Client,
-        receiver: tuple[str, list[dict[str, Any]]]) -> None:
-    url, seen = receiver
-    sms = await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x",
-                                             status_callback=f"{url}/status?n=1")
-    response = await stub.send_status_callback(sms.sid, "undelivered", error_code=30003)
+async def test_status_callback_is_signed_like_twilio() -> None:
+    async with twilio_env() as (stub, twilio), receiver(stub.auth_token) as (url, seen):
+        sms = await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x",
+                                                 status_callback=f"{url}/status?n=1")
+        response = await stub.send_status_callback(sms.sid, "undelivered", error_code=30003)
 
-    assert response.status_code == 204
-    assert seen[0]["valid"] and seen[0]["path"] == "/status?n=1"
-    assert {k: seen[0]["params"][k] for k in ("MessageSid", "MessageStatus", "To", "From",
-                                              "AccountSid", "ErrorCode")} == {
-        "MessageSid": sms.sid, "MessageStatus": "undelivered", "To": PARENT, "From": SCHOOL,
-        "AccountSid": stub.account_sid, "ErrorCode": "30003"}
+        assert response.status_code == 204
+        assert seen[0]["valid"] and seen[0]["path"] == "/status?n=1"
+        wanted = ("MessageSid", "MessageStatus", "To", "From", "AccountSid", "ErrorCode")
+        assert {k: seen[0]["params"][k] for k in wanted} == {
+            "MessageSid": sms.sid, "MessageStatus": "undelivered", "To": PARENT,
+            "From": SCHOOL, "AccountSid": stub.account_sid, "ErrorCode": "30003"}
 
 
-async def test_inbound_sms_signature_and_forgery(
-        stub: TwilioStub, receiver: tuple[str, list[dict[str, Any]]]) -> None:
-    url, seen = receiver
-    good = await stub.send_inbound(f"{url}/inbound", PARENT, SCHOOL, "STOP")
-    forged = await stub.send_inbound(f"{url}/inbound", PARENT, SCHOOL, "STOP", signature="bad")
+async def test_inbound_sms_signature_and_forgery() -> None:
+    async with TwilioStub() as stub, receiver(stub.auth_token) as (url, seen):
+        good = await stub.send_inbound(f"{url}/inbound", PARENT, SCHOOL, "STOP")
+        forged = await stub.send_inbound(f"{url}/inbound", PARENT, SCHOOL, "STOP",
+                                         signature="bad")
 
-    assert (good.status_code, forged.status_code) == (204, 403)
-    assert [s["valid"] for s in seen] == [True, False]
-    assert seen[0]["params"]["Body"] == "STOP" and seen[0]["params"]["NumMedia"] == "0"
+        assert (good.status_code, forged.status_code) == (204, 403)
+        assert [s["valid"] for s in seen] == [True, False]
+        assert seen[0]["params"]["Body"] == "STOP" and seen[0]["params"]["NumMedia"] == "0"
 
 
 # ---- SMTP sink ------------------------------------------------------------------------
 
 
-async def test_smtp_delivery_is_parsed(sink: SmtpSink) -> None:
-    await aiosmtplib.send(_email(), hostname=sink.host, port=sink.port,
-                          recipients=["parent@home.test", "bcc@school.test"])
-    [msg] = await sink.wait_for(1)
-    assert (msg["Subject"], msg["To"]) == ("Absence today", "parent@home.test")
-    assert msg.get_content().strip() == "Your child was marked absent this morning."
-    assert sink.envelopes[0].rcpt_tos == ("parent@home.test", "bcc@school.test")
+async def test_smtp_delivery_is_parsed() -> None:
+    async with SmtpSink() as sink:
+        await aiosmtplib.send(_email(), hostname=sink.host, port=sink.port,
+                              recipients=["parent@home.test", "bcc@school.test"])
+        [msg] = await sink.wait_for(1)
+        assert (msg["Subject"], msg["To"]) == ("Absence today", "parent@home.test")
+        assert msg.get_content().strip() == "Your child was marked absent this morning."
+        assert sink.envelopes[0].rcpt_tos == ("parent@home.test", "bcc@school.test")
 
 
-async def test_smtp_fail_next_at_data(sink: SmtpSink) -> None:
-    sink.fail_next(1, code=451, text="4.3.0 try again")
-    with pytest.raises(aiosmtplib.SMTPResponseException) as err:
-        await aiosmtplib.send(_email(), hostname=sink.host, port=sink.port)
-    assert err.value.code == 451 and sink.messages == []
-    await aiosmtplib.send(_email("Retry"), hostname=sink.host, port=sink.port)
-    assert [m["Subject"] for m in await sink.wait_for(1)] == ["Retry"]
+async def test_smtp_fail_next_at_data() -> None:
+    async with SmtpSink() as sink:
+        sink.fail_next(1, code=451, text="4.3.0 try again")
+        with pytest.raises(aiosmtplib.SMTPResponseException) as err:
+            await aiosmtplib.send(_email(), hostname=sink.host, port=sink.port)
+        assert err.value.code == 451 and sink.messages == []
+        await aiosmtplib.send(_email("Retry"), hostname=sink.host, port=sink.port)
+        assert [m["Subject"] for m in await sink.wait_for(1)] == ["Retry"]
 
 
-async def test_smtp_fail_next_at_rcpt(sink: SmtpSink) -> None:
-    sink.fail_next(1, code=550, text="5.1.1 no such user", stage="RCPT")
-    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as err:
-        await aiosmtplib.send(_email(), hostname=sink.host, port=sink.port)
-    assert err.value.recipients[0].code == 550 and sink.messages == []
+async def test_smtp_fail_next_at_rcpt() -> None:
+    async with SmtpSink() as sink:
+        sink.fail_next(1, code=550, text="5.1.1 no such user", stage="RCPT")
+        with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as err:
+            await aiosmtplib.send(_email(), hostname=sink.host, port=sink.port)
+        assert err.value.recipients[0].code == 550 and sink.messages == []
 
 
-async def test_smtp_refused_then_accepted_on_same_port(sink: SmtpSink) -> None:
-    port = sink.port
-    await sink.refuse_connections()
-    with pytest.raises(aiosmtplib.SMTPConnectError) as err:
-        await aiosmtplib.send(_email(), hostname=sink.host, port=port, timeout=2)
-    assert isinstance(err.value, ConnectionError)
-    await sink.accept_connections()
-    assert sink.port == port
-    await aiosmtplib.send(_email(), hostname=sink.host, port=port)
-    assert len(await sink.wait_for(1)) == 1
+async def test_smtp_refused_then_accepted_on_same_port() -> None:
+    async with SmtpSink() as sink:
+        port = sink.port
+        await sink.refuse_connections()
+        with pytest.raises(aiosmtplib.SMTPConnectError) as err:
+            await aiosmtplib.send(_email(), hostname=sink.host, port=port, timeout=2)
+        assert isinstance(err.value, ConnectionError)
+        await sink.accept_connections()
+        assert sink.port == port
+        await aiosmtplib.send(_email(), hostname=sink.host, port=port)
+        assert len(await sink.wait_for(1)) == 1

@@ -4,6 +4,7 @@ defaults from any working directory, and the demo's messages land in the local o
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.processes import clock_offset_to
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +32,11 @@ def services(amqp_url: str, broker: object, tmp_path: Path) -> Iterator[dict[str
            if not key.startswith(("TWILIO_", "SMTP_", "TRIAGE_", "NOTIFIER_", "OUTBOX_"))}
     env.update(AMQP_URL=amqp_url, API_TOKEN="local-demo-token",
                TRIAGE_PORT=str(_free_port()), NOTIFIER_PORT=str(_free_port()),
-               TRIAGE_SCHEDULER_POLL_SECONDS="0.2", NOTIFIER_DISPATCH_POLL_SECONDS="0.2")
+               TRIAGE_SCHEDULER_POLL_SECONDS="0.2", NOTIFIER_DISPATCH_POLL_SECONDS="0.2",
+               # A school Monday at 09:40, so texts are not held for quiet hours whenever
+               # the suite happens to run; the demo reads the same clock.
+               CLOCK_OFFSET_SECONDS=clock_offset_to(
+                   dt.datetime(2026, 11, 23, 9, 40, tzinfo=dt.UTC)))
     # Run from a directory that is not the checkout: nothing may be looked up from the CWD.
     processes = [
         subprocess.Popen([sys.executable, "-m", name], cwd=tmp_path, env=env,

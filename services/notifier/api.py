@@ -1,33 +1,33 @@
-"""The notifier's HTTP API: the notification log (contract §4) and Twilio webhooks (§5)."""
+"""The notifier's HTTP API: the notification log (contract §4), replies for staff and template
+previews. Twilio's webhooks are in notifier.webhooks."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
-from pydantic import BaseModel
+from broker_messages.contact import Channel, ContactRequest, PupilRef, Recipient, School
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from jinja2 import TemplateError, TemplateNotFound
+from pydantic import BaseModel, Field
 from servicekit.web import Authenticated
-from sqlalchemy import select, update
-from twilio.request_validator import RequestValidator
+from sqlalchemy import select
 
-from notifier.models import notifications
+from notifier.compose import UNREACHABLE_RULE, render_unreachable
+from notifier.models import notifications, replies
+from notifier.webhooks import webhooks
 
 if TYPE_CHECKING:
     from notifier.app import NotifierService
 
+__all__ = ["api", "webhooks"]
+
 log = logging.getLogger(__name__)
 
 api = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
-webhooks = APIRouter(prefix="/twilio", tags=["twilio"])
 
-# Statuses only move forward; a late or repeated callback cannot undo a later state.
-_RANK = {"pending": 0, "sending": 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2}
-_TWILIO_STATUS = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered",
-                  "failed": "failed", "completed": "delivered", "busy": "undelivered",
-                  "no-answer": "undelivered", "canceled": "failed"}
+SchoolUrn = Annotated[str | None, Query(pattern=r"^[0-9]{6,8}$")]
 
 
 def _service(request: Request) -> NotifierService:
@@ -51,7 +51,7 @@ class Notification(BaseModel):
 @api.get("/notifications", response_model=list[Notification])
 async def list_notifications(
     request: Request,
-    school_urn: Annotated[str | None, Query(pattern=r"^[0-9]{6,8}$")] = None,
+    school_urn: SchoolUrn = None,
     pupil_id: Annotated[str | None, Query(max_length=64)] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
@@ -71,46 +71,93 @@ async def list_notifications(
     return rows[:limit]
 
 
-async def _signed_form(request: Request, path: str) -> dict[str, str]:
-    """Contract §5: validate X-Twilio-Signature against PUBLIC_BASE_URL + path; 403 otherwise."""
-    service = _service(request)
-    body = (await request.body())[:65536]
-    params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    token = service.settings.twilio_auth_token
-    url = service.settings.public_base_url.rstrip("/") + path
-    if request.url.query:
-        url += "?" + request.url.query
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if not token or not signature or not RequestValidator(token.get_secret_value()).validate(
-        url, params, signature
-    ):
-        log.warning("notifier.webhook.forbidden path=%s", path)
-        raise HTTPException(403, "invalid Twilio signature")
-    return params
+class Episode(BaseModel):
+    pupil_id: str
+    episode_start: str
 
 
-@webhooks.post("/status")
-async def twilio_status(request: Request) -> Response:
-    params = await _signed_form(request, "/twilio/status")
-    service = _service(request)
-    sid = params.get("MessageSid") or params.get("CallSid")
-    status = _TWILIO_STATUS.get(params.get("MessageStatus") or params.get("CallStatus") or "")
-    if sid and status:
-        lower_ranks = [s for s, rank in _RANK.items() if rank < _RANK[status]]
-        async with service.engine.begin() as conn:
-            result = await conn.execute(
-                update(notifications)
-                .where(notifications.c.provider_id == sid, notifications.c.status.in_(lower_ranks))
-                .values(status=status, updated_at=service.clock.now(),
-                        error=params.get("ErrorCode") or None)
-            )
-        service.metrics.callbacks.labels("applied" if result.rowcount else "ignored").inc()
-    return Response(status_code=204)
+class Reply(BaseModel):
+    id: str
+    school_urn: str | None
+    from_: str = Field(serialization_alias="from")
+    body: str
+    kind: Literal["reply", "opt_out", "opt_in"]
+    matched: bool
+    contact_ref: str | None
+    pupil_ids: list[str]
+    episodes: list[Episode]
+    received_at: dt.datetime
 
 
-@webhooks.post("/inbound")
-async def twilio_inbound(request: Request) -> Response:
-    params = await _signed_form(request, "/twilio/inbound")
-    log.info("notifier.reply.received message_sid=%s", params.get("MessageSid", ""))
-    return Response('<?xml version="1.0" encoding="UTF-8"?><Response></Response>',
-                    media_type="application/xml")
+@api.get("/replies", response_model=list[Reply], response_model_by_alias=True)
+async def list_replies(
+    request: Request,
+    school_urn: SchoolUrn = None,
+    matched: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> Any:
+    """Replies for staff, newest first; `matched=false` lists the ones from unknown numbers."""
+    query = select(replies).order_by(replies.c.received_at.desc(), replies.c.id).limit(limit)
+    if school_urn:
+        query = query.where(replies.c.school_urn == school_urn)
+    if matched is not None:
+        query = query.where(replies.c.matched == matched)
+    async with _service(request).engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [Reply(from_=row.from_phone, **{k: v for k, v in row._mapping.items()
+                                            if k in Reply.model_fields})
+            for row in rows]
+
+
+class Preview(BaseModel):
+    rule: str
+    channel: Channel
+    language: str
+    subject: str | None
+    body: str
+    html: str | None
+
+
+def _sample_request(rule: str) -> ContactRequest:
+    return ContactRequest(
+        request_id=f"preview:{rule}", rule=rule,
+        school=School(urn="000000", name="Millbrook Primary School", phone="+441235764822"),
+        date=dt.date(2026, 11, 23), episode_start=dt.date(2026, 11, 23),
+        pupils=(PupilRef(pupil_id="P0001", given_name="Sally", family_name="Smith"),),
+        # What the rate rules put in `details` (triage/outreach.py), with sample figures.
+        details={"attendance_percent": 89.5, "absence_percent": 10.5, "possible_sessions": 124},
+        requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
+    )
+
+
+@api.get("/templates/{rule}/preview", response_model=Preview)
+async def preview_template(
+    request: Request,
+    rule: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
+    channel: Channel = "sms",
+    language: Annotated[str, Query(pattern=r"^[a-z]{2,3}$")] = "en",
+    role: Annotated[str, Query(pattern=r"^[a-z_]{1,32}$")] = "parent",
+) -> Any:
+    """Render a template with sample data, for staff to review wording (falls back to English
+    as a real message would)."""
+    templates = _service(request).templates
+    sample = _sample_request(rule)
+    try:
+        recipient = Recipient(role=role, ref="preview", name="Jane Smith",  # type: ignore[arg-type]
+                              phone="+447700900001", email="jane@example.com",
+                              language=language, channels=(channel,))
+    except ValueError as error:
+        raise HTTPException(422, f"unknown recipient role {role!r}") from error
+    try:
+        if rule == UNREACHABLE_RULE:
+            recipient = recipient.model_copy(update={"role": "attendance_officer"})
+            sample = sample.model_copy(update={"family": (recipient,)})
+            rendered = render_unreachable(templates, sample, recipient, channel)
+        else:
+            rendered = templates.render_request(sample, recipient, channel)
+    except TemplateNotFound as error:
+        raise HTTPException(404, f"no {channel} template for {rule}") from error
+    except TemplateError as error:
+        raise HTTPException(422, f"template error: {error}") from error
+    return Preview(rule=rule, channel=channel, language=language, subject=rendered.subject,
+                   body=rendered.body, html=rendered.html)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 
 from aio_pika.abc import AbstractRobustConnection
@@ -10,21 +11,26 @@ from broker_messages import topology
 from broker_messages.contact import ContactRequest
 from fastapi import FastAPI
 from servicekit import broker, logs
-from servicekit.clock import Clock, SystemClock
+from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
+from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import operations_router
 
 from notifier.api import api, webhooks
 from notifier.dispatch import Dispatcher
+from notifier.fallback import FamilyChase
 from notifier.intake import Intake
 from notifier.metrics import NotifierMetrics
 from notifier.migrations import upgrade
+from notifier.models import outbox
 from notifier.providers import Provider
 from notifier.providers.outbox import OutboxFile
 from notifier.providers.smtp import SmtpEmail
 from notifier.providers.twilio import TwilioClient, TwilioSms, TwilioVoice
+from notifier.rate_limit import LoopTimer, Timer, TokenBucket
+from notifier.replies import ReplyDesk
 from notifier.settings import NotifierSettings
 from notifier.templates import TemplateLibrary
 
@@ -60,13 +66,21 @@ def build_providers(settings: NotifierSettings) -> dict[str, Provider]:
 
 class NotifierService:
     def __init__(self, settings: NotifierSettings, clock: Clock | None = None,
-                 run_dispatcher: bool = True) -> None:
+                 run_dispatcher: bool = True, timer: Timer | None = None) -> None:
         self.settings = settings
-        self.clock = clock or SystemClock()
+        self.clock = clock or clock_from_setting(settings.clock_offset_seconds)
+        # Monotonic time for rate limiting; tests pass a virtual one.
+        self.timer = timer or LoopTimer()
         self.metrics = NotifierMetrics()
         self.engine = make_engine(settings.database_url)
         self.templates = TemplateLibrary(settings.templates_dir)
         self.intake = Intake(self.engine, self.clock, self.templates)
+        self.chase = FamilyChase(self.engine, self.clock, self.templates,
+                                 dt.timedelta(seconds=settings.delivery_receipt_wait_seconds))
+        self.replies = ReplyDesk(self.engine, self.clock,
+                                 dt.timedelta(days=settings.reply_match_days),
+                                 on_published=self._reply_published)
+        self.relay: OutboxRelay | None = None
         self._run_dispatcher = run_dispatcher
         self.workers = Workers()
         self.connection: AbstractRobustConnection | None = None
@@ -81,11 +95,21 @@ class NotifierService:
             self.engine, self.clock, self.providers, self.metrics,
             attempts=self.settings.send_attempts,
             initial_wait=self.settings.retry_initial_seconds,
+            max_wait=self.settings.retry_max_seconds,
+            claim_expiry=dt.timedelta(seconds=self.settings.claim_expiry_seconds),
+            chase=self.chase,
+            rate_limits={
+                "sms": TokenBucket(self.settings.sms_per_second, self.timer),
+                "voice": TokenBucket(self.settings.calls_per_second, self.timer),
+            },
         )
         self.connection = await broker.connect(self.settings.amqp_url)
         channel = await broker.confirmed_channel(self.connection)
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         queue, dead = await topology.declare_requests(channel)
+        _, replies_exchange = await topology.declare_replies(channel)
+        self.relay = OutboxRelay(self.engine, outbox, replies_exchange)
+        self.workers.spawn(self.relay.run())
         self.consumer = BatchConsumer(
             name="notifier",
             parse=ContactRequest.model_validate_json,
@@ -108,6 +132,10 @@ class NotifierService:
             self.dispatcher.wake()
         return verdicts
 
+    def _reply_published(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
@@ -115,13 +143,12 @@ class NotifierService:
         for provider in {id(p): p for p in self.providers.values()}.values():
             with contextlib.suppress(Exception):
                 await provider.close()
-        if self.connection is not None:
-            await self.connection.close()
+        await broker.close_quietly(self.connection)
         await self.engine.dispose()
 
     async def readiness(self) -> dict[str, bool]:
-        broker_up = self.connection is not None and not self.connection.is_closed
-        return {"broker": broker_up, "database": await database_reachable(self.engine)}
+        return {"broker": broker.is_connected(self.connection),
+                "database": await database_reachable(self.engine)}
 
 
 def create_app(service: NotifierService) -> FastAPI:

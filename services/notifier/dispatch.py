@@ -1,13 +1,16 @@
 """Sending stored notifications, with the service's one retry layer.
 
 Rows are claimed (`sending`) in a short transaction, sent, then settled, so two replicas never
-send the same row and a crash mid-send leaves a claim that is retried after it expires."""
+send the same row and a crash mid-send leaves a claim that is retried after it expires. Held
+(quiet hours) and fallback rows are ordinary rows with a later `due_at`: the same claim covers
+them. A settled family row moves its fallback chain on (notifier.fallback)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+from typing import Any
 
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
@@ -15,14 +18,14 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from notifier import optout
+from notifier.fallback import FamilyChase, mark_for_check
 from notifier.metrics import NotifierMetrics
 from notifier.models import notifications
 from notifier.providers import OutgoingMessage, Provider, ProviderError, ProviderResult
+from notifier.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
-
-CLAIM_EXPIRES = dt.timedelta(minutes=10)
-
 
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, ProviderError) and error.retryable
@@ -31,6 +34,8 @@ def _retryable(error: BaseException) -> bool:
 class Dispatcher:
     def __init__(self, engine: AsyncEngine, clock: Clock, providers: dict[str, Provider],
                  metrics: NotifierMetrics, *, attempts: int, initial_wait: float,
+                 chase: FamilyChase, max_wait: float = 30.0,
+                 claim_expiry: dt.timedelta = dt.timedelta(minutes=10), rate_limits: dict[str, TokenBucket] | None = None,
                  batch_size: int = 100, concurrency: int = 20) -> None:
         self._engine = engine
         self._clock = clock
@@ -38,10 +43,15 @@ class Dispatcher:
         self._metrics = metrics
         self._attempts = attempts
         self._initial_wait = initial_wait
+        self._max_wait = max_wait
+        self._claim_expiry = claim_expiry
+        self._chase = chase
+        # Per sender (channel): every request to the provider, retries included, takes a token.
+        self.rate_limits = rate_limits or {}
         self._batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
-        # Notifications settled (sent or failed) so far, for operators and tests to await.
+        # Notifications settled (sent, failed or suppressed) so far, for operators and tests.
         self.settled = 0
         self._progress = asyncio.Condition()
 
@@ -54,7 +64,9 @@ class Dispatcher:
         self._wake.set()
 
     async def dispatch_due(self) -> int:
-        """Send everything due now; returns how many notifications were settled."""
+        """Move due fallback chains on, then send everything due now; returns how many
+        notifications were settled."""
+        await self._chase.run_due()
         total = 0
         while True:
             claimed = await self._claim()
@@ -63,73 +75,129 @@ class Dispatcher:
             await asyncio.gather(*(self._send(row) for row in claimed))
             total += len(claimed)
 
-    async def _claim(self) -> list[Row]:
+    async def _claim(self) -> list[Row[Any]]:
         now = self._clock.now()
         async with self._engine.begin() as conn:
+            # A claim this old belongs to a process that died mid-send: the message may or
+            # may not have gone, so it is checked with the provider before any resend.
             await conn.execute(
                 update(notifications)
                 .where(notifications.c.status == "sending",
-                       notifications.c.claimed_at < now - CLAIM_EXPIRES)
-                .values(status="pending")
+                       notifications.c.claimed_at < now - self._claim_expiry)
+                .values(status="pending", uncertain=True)
             )
             query = (
-                select(notifications)
+                select(notifications.c.id)
                 .where(notifications.c.status == "pending", notifications.c.due_at <= now)
                 .order_by(notifications.c.due_at, notifications.c.created_at)
                 .limit(self._batch_size)
             )
             if supports_skip_locked(self._engine):
                 query = query.with_for_update(skip_locked=True)
-            rows = (await conn.execute(query)).all()
-            if rows:
-                await conn.execute(
-                    update(notifications)
-                    .where(notifications.c.id.in_([row.id for row in rows]))
-                    .values(status="sending", claimed_at=now, updated_at=now)
-                )
-        return rows
+            ids = (await conn.execute(query)).scalars().all()
+            if not ids:
+                return []
+            # The status condition makes the claim safe where SKIP LOCKED does not exist.
+            claimed = await conn.execute(
+                update(notifications)
+                .where(notifications.c.id.in_(ids), notifications.c.status == "pending")
+                .values(status="sending", claimed_at=now, updated_at=now)
+                .returning(*notifications.c)
+            )
+            return list(claimed.all())
 
-    async def _send(self, row: Row) -> None:
+    async def _send(self, row: Row[Any]) -> None:
         message = OutgoingMessage(notification_id=row.id, channel=row.channel, to=row.to,
-                                  body=row.body, subject=row.subject, html=row.html)
-        provider = self._providers[row.channel]
+                                  body=row.body, subject=row.subject, html=row.html,
+                                  language=row.language)
         attempts = 0
         result: ProviderResult | None = None
         error: ProviderError | None = None
         async with self._slots:
-            try:
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self._attempts),
-                    wait=wait_exponential_jitter(initial=self._initial_wait, max=30),
-                    retry=retry_if_exception(_retryable),
-                    reraise=True,
-                ):
-                    with attempt:
-                        attempts += 1
-                        result = await provider.send(message)
-            except ProviderError as failure:
-                error = failure
-            except Exception as failure:  # noqa: BLE001 - a bug must not stop the dispatcher
-                log.exception("notifier.send.crashed notification_id=%s", row.id)
-                error = ProviderError(type(failure).__name__, retryable=False)
+            if row.channel == "sms" and await self._opted_out(row):
+                error = ProviderError("number has opted out (STOP)", retryable=False,
+                                      code=optout.UNSUBSCRIBED_CODE)
+            elif row.uncertain and (found := await self._already_sent(message)) is not None:
+                log.warning("notifier.send.recovered notification_id=%s channel=%s", row.id,
+                            row.channel)
+                result = found
+            else:
+                attempts, result, error = await self._deliver(message)
+        await self._settle(row, attempts, result, error)
+
+    async def _deliver(
+        self, message: OutgoingMessage
+    ) -> tuple[int, ProviderResult | None, ProviderError | None]:
+        provider = self._providers[message.channel]
+        limit = self.rate_limits.get(message.channel)
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential_jitter(initial=self._initial_wait, max=self._max_wait,
+                                                 jitter=self._initial_wait),
+                retry=retry_if_exception(_retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    if limit is not None:
+                        await limit.acquire()
+                    return attempts, await provider.send(message), None
+        except ProviderError as failure:
+            return attempts, None, failure
+        except Exception as failure:
+            log.exception("notifier.send.crashed notification_id=%s", message.notification_id)
+            return attempts, None, ProviderError(type(failure).__name__, retryable=False)
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _already_sent(self, message: OutgoingMessage) -> ProviderResult | None:
+        try:
+            return await self._providers[message.channel].find_sent(message)
+        except Exception:  # noqa: BLE001 - cannot tell: sending again is safer than silence
+            log.warning("notifier.send.reconcile_failed notification_id=%s",
+                        message.notification_id)
+            return None
+
+    async def _opted_out(self, row: Row[Any]) -> bool:
+        async with self._engine.connect() as conn:
+            return await optout.is_opted_out(conn, row.school_urn, row.to)
+
+    async def _settle(self, row: Row[Any], attempts: int, result: ProviderResult | None,
+                      error: ProviderError | None) -> None:
         now = self._clock.now()
+        values: dict[str, Any]
         if result is not None:
-            values = {"status": "sent", "provider_id": result.provider_id, "error": None}
+            values = {"status": "sent", "provider_id": result.provider_id, "error": None,
+                      "sent_at": now}
             log.info("notifier.send.sent notification_id=%s channel=%s rule=%s", row.id,
                      row.channel, row.rule)
         else:
             assert error is not None
-            values = {"status": "failed", "error": f"{error.code or ''} {error}".strip()}
-            self._metrics.provider_errors.labels(row.channel, error.code or "none").inc()
-            log.warning("notifier.send.failed notification_id=%s channel=%s code=%s", row.id,
-                        row.channel, error.code)
+            unsubscribed = error.code == optout.UNSUBSCRIBED_CODE and row.channel == "sms"
+            values = {"status": "suppressed" if unsubscribed else "failed",
+                      "error": f"{error.code or ''} {error}".strip()}
+            if attempts:
+                self._metrics.provider_errors.labels(row.channel, error.code or "none").inc()
+            log.warning("notifier.send.%s notification_id=%s channel=%s code=%s",
+                        values["status"], row.id, row.channel, error.code)
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(notifications).where(notifications.c.id == row.id)
                 .values(attempts=row.attempts + attempts, updated_at=now, claimed_at=None,
-                        **values)
+                        uncertain=False, **values)
             )
+            if values["status"] == "suppressed":
+                await optout.opt_out(conn, row.school_urn, row.to, "twilio-21610", now)
+            if row.kind == "family":
+                await mark_for_check(conn, row.request_id, now)
         self._metrics.notifications.labels(row.rule, row.channel, values["status"]).inc()
+        if row.kind == "family":
+            try:
+                if await self._chase.advance(row.request_id):
+                    self.wake()
+            except Exception:
+                log.exception("notifier.family.advance_failed request_id=%s", row.request_id)
         async with self._progress:
             self.settled += 1
             self._progress.notify_all()
@@ -141,7 +209,7 @@ class Dispatcher:
                 await self.dispatch_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - database away: try again on the next tick
+            except Exception:
                 log.exception("notifier.dispatch.failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)

@@ -1,24 +1,29 @@
-"""Turning contact requests into stored notifications, one per recipient and channel.
+"""Turning contact requests into stored notifications and fallback chains.
 
-The unique key (request_id, recipient, channel) makes a redelivered or republished request a
-no-op: at-least-once in, exactly-once effect out."""
+Professional `recipients` get their notifications at once; the request's `family` is a chain
+(notifier.fallback) that starts with the first contact. The unique keys (request_id, recipient,
+channel) and request_id make a redelivered or republished request a no-op: at-least-once in,
+exactly-once effect out."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import uuid
 from typing import Any
 
 from broker_messages.contact import ContactRequest
 from jinja2 import TemplateError
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifier.models import notifications
+from notifier.compose import notification_rows
+from notifier.models import contact_requests, family_contacts, notifications
 from notifier.templates import TemplateLibrary
 
 log = logging.getLogger(__name__)
+_CHUNK = 400
 
 
 class Intake:
@@ -31,48 +36,60 @@ class Intake:
         now = self._clock.now()
         verdicts: list[str | None] = []
         rows: list[dict[str, Any]] = []
+        chains: list[dict[str, Any]] = []
+        contacts: list[dict[str, Any]] = []
         for request in requests:
             try:
                 rows.extend(self._rows(request, now))
-                verdicts.append(None)
             except (TemplateError, ValueError) as error:
                 verdicts.append(f"cannot render {request.rule}: {type(error).__name__}: {error}")
-        if rows:
-            async with self._engine.begin() as conn:
-                for start in range(0, len(rows), 400):
-                    await conn.execute(
-                        dialect_insert(self._engine)(notifications)
-                        .values(rows[start : start + 400])
-                        .on_conflict_do_nothing()
-                    )
+                continue
+            verdicts.append(None)
+            chains.append(_chain(request, now))
+            contacts.extend(_family_contacts(request, now))
+        async with self._engine.begin() as conn:
+            await _insert(conn, contact_requests, chains)
+            await _insert(conn, family_contacts, contacts)
+            await _insert(conn, notifications, rows)
         return verdicts
 
-    def _rows(self, request: ContactRequest, now: Any) -> list[dict[str, Any]]:
+    def _rows(self, request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
         rows = []
-        # Fallback along `family` is not implemented yet: the first family contact is used.
-        for recipient in (*request.recipients, *request.family[:1]):
-            for channel in recipient.channels:
-                to = recipient.email if channel == "email" else recipient.phone
-                if not to:
-                    raise ValueError(f"recipient {recipient.ref} has no address for {channel}")
-                rendered = self._templates.render_request(request, recipient, channel)
-                rows.append({
-                    "id": str(uuid.uuid4()),
-                    "request_id": request.request_id,
-                    "rule": request.rule,
-                    "school_urn": request.school.urn,
-                    "pupil_ids": [p.pupil_id for p in request.pupils],
-                    "recipient_role": recipient.role,
-                    "recipient_ref": recipient.ref,
-                    "channel": channel,
-                    "to": to,
-                    "subject": rendered.subject,
-                    "body": rendered.body,
-                    "html": rendered.html,
-                    "status": "pending",
-                    "attempts": 0,
-                    "due_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                })
+        for recipient in request.recipients:
+            rows.extend(notification_rows(self._templates, request, recipient,
+                                          kind="recipient", now=now))
+        if request.family:
+            rows.extend(notification_rows(self._templates, request, request.family[0],
+                                          kind="family", family_index=0, now=now))
         return rows
+
+
+def _chain(request: ContactRequest, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "school_urn": request.school.urn,
+        "rule": request.rule,
+        "payload": request.model_dump_json(by_alias=True),
+        "state": "chasing" if request.family else "none",
+        "position": 0,
+        "check_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _family_contacts(request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
+    return [
+        {"request_id": request.request_id, "school_urn": request.school.urn,
+         "contact_ref": contact.ref, "phone": contact.phone,
+         "pupil_ids": [p.pupil_id for p in request.pupils],
+         "episode_start": request.episode_start or request.date, "created_at": now}
+        for contact in request.family if contact.phone
+    ]
+
+
+async def _insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    insert = dialect_insert(conn.engine)
+    for start in range(0, len(rows), _CHUNK):
+        await conn.execute(insert(table).values(rows[start : start + _CHUNK])
+                           .on_conflict_do_nothing())

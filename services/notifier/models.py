@@ -1,7 +1,22 @@
 from __future__ import annotations
 
 from servicekit.database import UtcDateTime
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from servicekit.outbox import outbox_table
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
 
 metadata = MetaData()
 
@@ -27,11 +42,90 @@ notifications = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("due_at", UtcDateTime, nullable=False),
     Column("claimed_at", UtcDateTime, nullable=True),
+    # Set when a claim expired (its process died mid-send): the provider is asked whether the
+    # message went before it is sent again.
+    Column("uncertain", Boolean, nullable=False, server_default=false()),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # recipient (independent professional) | family (a step of the fallback chain) |
+    # unreachable (the alert that the family could not be reached).
+    Column("kind", String(12), nullable=False, server_default="recipient"),
+    # For family rows: the contact's position in the request's `family` (priority order).
+    Column("family_index", Integer, nullable=True),
+    Column("language", String(8), nullable=False, server_default="en"),
+    # When the provider accepted it: the delivery-receipt wait runs from here.
+    Column("sent_at", UtcDateTime, nullable=True),
     # The same request delivered twice creates nothing new: exactly-once effect.
     UniqueConstraint("request_id", "recipient_ref", "channel", name="uq_notification_request"),
     Index("ix_notifications_dispatch", "status", "due_at"),
     Index("ix_notifications_school", "school_urn", "created_at"),
     Index("ix_notifications_provider", "provider_id"),
 )
+
+# Every contact request as received: the fallback chain's state, and what replies match against.
+contact_requests = Table(
+    "contact_requests",
+    metadata,
+    Column("request_id", String(200), primary_key=True),
+    Column("school_urn", String(8), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    # chasing | reached | replied | unreachable | none (no family to chase)
+    Column("state", String(16), nullable=False),
+    # The family contact now being tried (index into the request's `family`).
+    Column("position", Integer, nullable=False, default=0),
+    # When the chain must be looked at again (a delivery-receipt wait expiring).
+    Column("check_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_contact_requests_check", "state", "check_at"),
+)
+
+# Family contacts' phone numbers per request, so an inbound SMS finds its contact and children.
+family_contacts = Table(
+    "family_contacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(200), nullable=False),
+    Column("school_urn", String(8), nullable=False),
+    Column("contact_ref", String(100), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("pupil_ids", JSON, nullable=False),
+    Column("episode_start", Date, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("request_id", "contact_ref", name="uq_family_contact"),
+    Index("ix_family_contacts_phone", "phone", "created_at"),
+)
+
+# rules.md §4 "Opt-out": numbers that replied STOP (or Twilio answered 21610), per school.
+opt_outs = Table(
+    "opt_outs",
+    metadata,
+    Column("school_urn", String(8), nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("school_urn", "phone", name="pk_opt_outs"),
+)
+
+# Inbound SMS, matched to a school's contact (one row per school) or flagged as unmatched.
+replies = Table(
+    "replies",
+    metadata,
+    Column("id", String(120), primary_key=True),
+    Column("message_sid", String(64), nullable=False),
+    Column("school_urn", String(8), nullable=True),
+    Column("from_phone", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    # reply | opt_out | opt_in
+    Column("kind", String(12), nullable=False),
+    Column("matched", Boolean, nullable=False),
+    Column("contact_ref", String(100), nullable=True),
+    Column("pupil_ids", JSON, nullable=False),
+    Column("episodes", JSON, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index("ix_replies_school", "school_urn", "received_at"),
+)
+
+# The notifier's transactional outbox (ReplyReceived to triage); triage has its own `outbox`.
+outbox = outbox_table(metadata, name="notifier_outbox")

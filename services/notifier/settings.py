@@ -23,6 +23,9 @@ class NotifierSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HOST")
     port: int = Field(8002, validation_alias="NOTIFIER_PORT")
     log_level: str = "INFO"
+    # Shift the service's clock by this many seconds: for rehearsing a school morning at any
+    # hour (demos, drills, crash tests). Never set in production.
+    clock_offset_seconds: float | None = None
     public_base_url: str = "http://localhost:8002"
     templates_dir: Path = _CHECKOUT_TEMPLATES
     outbox_dir: Path = Path("var/outbox")
@@ -44,8 +47,27 @@ class NotifierSettings(BaseSettings):
     # Retry layer for transient provider errors (tenacity): attempts and the first backoff.
     send_attempts: int = Field(4, ge=1, le=10, validation_alias="NOTIFIER_SEND_ATTEMPTS")
     retry_initial_seconds: float = Field(1.0, ge=0, validation_alias="NOTIFIER_RETRY_INITIAL_SECONDS")
+    retry_max_seconds: float = Field(30.0, gt=0, validation_alias="NOTIFIER_RETRY_MAX_SECONDS")
     provider_timeout_seconds: float = Field(15.0, gt=0, validation_alias="NOTIFIER_PROVIDER_TIMEOUT")
+
+    @property
+    def claim_expiry_seconds(self) -> float:
+        """How long a claimed notification may take to send, retries and backoff included;
+        a claim older than this was left by a process that died."""
+        retries = self.send_attempts - 1
+        return (self.send_attempts * self.provider_timeout_seconds
+                + retries * (self.retry_max_seconds + self.retry_initial_seconds) + 5.0)
     dispatch_poll_seconds: float = Field(1.0, gt=0, validation_alias="NOTIFIER_DISPATCH_POLL_SECONDS")
+    # rules.md §4 "Contact order": how long a family SMS or call may stay `sent` with no
+    # delivery receipt before the next contact is tried.
+    delivery_receipt_wait_seconds: float = Field(
+        900.0, ge=0, validation_alias="NOTIFIER_DELIVERY_RECEIPT_WAIT_SECONDS"
+    )
+    # Per-sender rates: a UK long code takes about 10 messages a second; calls are slower.
+    sms_per_second: float = Field(10.0, gt=0, validation_alias="NOTIFIER_SMS_PER_SECOND")
+    calls_per_second: float = Field(1.0, gt=0, validation_alias="NOTIFIER_CALLS_PER_SECOND")
+    # An inbound SMS is matched to contact requests from this many days back.
+    reply_match_days: int = Field(14, ge=1, validation_alias="NOTIFIER_REPLY_MATCH_DAYS")
 
     @property
     def twilio_configured(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -17,9 +18,14 @@ from broker_messages.topology import REJECTION_REASON_HEADER
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str) -> AbstractRobustConnection:
-    # A robust connection reconnects and re-declares what was declared on it.
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": "absence"})
+async def connect(url: str, reconnect_interval: float = 1.0) -> AbstractRobustConnection:
+    # A robust connection reconnects and re-declares what was declared on it (exchanges,
+    # queues, bindings, consumers); publishes that fail meanwhile raise and are retried by
+    # their caller (the outbox relay).
+    return await aio_pika.connect_robust(
+        url, reconnect_interval=reconnect_interval,
+        client_properties={"connection_name": "absence"},
+    )
 
 
 async def confirmed_channel(connection: AbstractRobustConnection) -> AbstractRobustChannel:
@@ -61,3 +67,18 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     """How many times the broker has delivered this message before (quorum queues count)."""
     value = (message.headers or {}).get("x-delivery-count", 0)
     return int(value) if isinstance(value, int | str) and str(value).isdigit() else 0
+
+
+def is_connected(connection: AbstractRobustConnection | None) -> bool:
+    """A robust connection is never 'closed' while it reconnects; ask whether it is up now."""
+    return connection is not None and not connection.is_closed and connection.connected.is_set()
+
+
+async def close_quietly(connection: AbstractRobustConnection | None, timeout: float = 5.0) -> None:
+    """Close without hanging on a broker that is away (a robust close waits for a reconnect)."""
+    if connection is None:
+        return
+    try:
+        await asyncio.wait_for(connection.close(), timeout)
+    except Exception:  # noqa: BLE001 - shutting down anyway
+        log.warning("broker.close.timed_out")

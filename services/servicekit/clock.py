@@ -40,6 +40,22 @@ class FrozenClock:
         self._now += delta
 
 
+class OffsetClock:
+    """Real time shifted by a fixed offset: for rehearsing a school morning at any hour
+    (demos, drills, crash tests of whole processes). Every process given the same offset
+    shares one timeline, across restarts. Never configured in production."""
+
+    def __init__(self, offset: dt.timedelta) -> None:
+        self._offset = offset
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self._offset
+
+
+def clock_from_setting(offset_seconds: float | None) -> Clock:
+    return OffsetClock(dt.timedelta(seconds=offset_seconds)) if offset_seconds else SystemClock()
+
+
 def local_date(when: dt.datetime, tz: ZoneInfo = LONDON) -> dt.date:
     return when.astimezone(tz).date()
 

@@ -43,6 +43,19 @@ def _is_infrastructure_error(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
+async def _ack_all(messages: list[AbstractIncomingMessage]) -> None:
+    """One `multiple` ack per channel instead of one frame per message. Everything below the
+    highest tag on a channel has been settled by then (applied here, or dead-lettered and
+    acked just before), and after a reconnect a batch can hold deliveries of two channels."""
+    highest: dict[int, AbstractIncomingMessage] = {}
+    for message in messages:
+        key = id(message.channel)
+        if key not in highest or highest[key].delivery_tag < message.delivery_tag:  # type: ignore[operator]
+            highest[key] = message
+    for message in highest.values():
+        await message.ack(multiple=True)
+
+
 class BatchConsumer(Generic[T]):
     def __init__(
         self,
@@ -138,15 +151,15 @@ class BatchConsumer(Generic[T]):
         ):
             with attempt:
                 verdicts = await self._handle([value for _, value in items])
-        applied = 0
+        applied = []
         for (message, _), reason in zip(items, verdicts, strict=True):
             if reason is None:
-                await message.ack()
-                applied += 1
-                await self._count_settled(1)
+                applied.append(message)
             else:
                 await self._reject(message, reason)
-        self._on_applied(applied)
+        await _ack_all(applied)
+        await self._count_settled(len(applied))
+        self._on_applied(len(applied))
 
     async def _give_up_or_retry(self, message: AbstractIncomingMessage) -> None:
         deliveries = delivery_count(message) + 1

@@ -13,7 +13,14 @@ def configure(level: str = "INFO") -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    # The twilio library logs request bodies (phone numbers) at INFO.
-    logging.getLogger("twilio").setLevel(logging.WARNING)
+    quiet_third_party()
+
+
+# Libraries whose INFO logs would carry message bodies, addresses or phone numbers.
+QUIETENED = ("aiormq", "aio_pika", "twilio", "aiosmtplib", "httpx", "httpcore")
+
+
+def quiet_third_party() -> None:
+    for name in QUIETENED:
+        # The twilio library, for one, logs request bodies (phone numbers) at INFO.
+        logging.getLogger(name).setLevel(logging.WARNING)

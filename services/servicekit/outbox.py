@@ -19,9 +19,10 @@ from servicekit.database import UtcDateTime, supports_skip_locked
 log = logging.getLogger(__name__)
 
 
-def outbox_table(metadata: MetaData) -> Table:
+def outbox_table(metadata: MetaData, name: str = "outbox") -> Table:
+    """`name` lets two services that share a database each keep their own outbox."""
     return Table(
-        "outbox",
+        name,
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("message_id", String(200), nullable=False),
@@ -58,6 +59,9 @@ class OutboxRelay:
         self._exchange = exchange
         self._batch_size = batch_size
         self._wake = asyncio.Event()
+        # One publisher at a time in this process (the loop and an explicit flush); across
+        # replicas, SKIP LOCKED on PostgreSQL keeps them apart.
+        self._publishing = asyncio.Lock()
         self.published = 0
 
     def wake(self) -> None:
@@ -66,11 +70,12 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish everything committed so far; returns how many were published."""
         total = 0
-        while True:
-            count = await self._publish_batch()
-            total += count
-            if count < self._batch_size:
-                return total
+        async with self._publishing:
+            while True:
+                count = await self._publish_batch()
+                total += count
+                if count < self._batch_size:
+                    return total
 
     async def _publish_batch(self) -> int:
         query = select(self._table).order_by(self._table.c.id).limit(self._batch_size)

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from broker_messages.events import EVENT_ADAPTER, routing_key
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from servicekit.broker import persistent_message
@@ -45,7 +45,9 @@ async def put_school(urn: str, request: Request) -> dict[str, Any]:
         document = SchoolDocument.model_validate(raw)
     except ValidationError as error:
         problems = validation_problems(error, ["body"]) + problems
-    if document is not None and document.urn != urn:
+    # Checked on the raw body so a mismatch is listed with every other problem (contract §3).
+    document_urn = raw.get("urn") if isinstance(raw, dict) else None
+    if isinstance(document_urn, str) and document_urn.strip() != urn:
         problems.append({"loc": ["path", "urn"], "msg": "does not match the document's urn",
                          "type": "mismatch"})
     if problems or document is None:
@@ -75,17 +77,17 @@ async def post_events(request: Request) -> Any:
     for index, item in enumerate(items):
         prefix: list[str | int] = ["body", index] if isinstance(raw, list) else ["body"]
         try:
-            valid.append(EVENT_ADAPTER.validate_python(item))
+            valid.append((prefix, EVENT_ADAPTER.validate_python(item)))
         except ValidationError as error:
             problems.extend(validation_problems(error, prefix))
-    known = await service.ingestor.known_schools({event.school_urn for event in valid})
+    known = await service.ingestor.known_schools({event.school_urn for _, event in valid})
     accepted = []
     exchange = service.events_exchange
     if exchange is None:
         raise HTTPException(503, "broker not connected")
-    for event in valid:
+    for prefix, event in valid:
         if event.school_urn not in known:
-            problems.append({"loc": ["body", event.event_id, "school_urn"],
+            problems.append({"loc": [*prefix, "school_urn"],
                              "msg": f"unknown school_urn {event.school_urn}", "type": "unknown"})
             continue
         body = json.dumps(event.model_dump(mode="json", by_alias=True)).encode()
@@ -125,7 +127,9 @@ async def list_tasks(
 
 
 @router.post("/tasks/{task_id}/complete", response_model=Task)
-async def complete_task(task_id: int, outcome: TaskOutcome, request: Request) -> Any:
+async def complete_task(
+    task_id: Annotated[int, Path(ge=1, le=2**31 - 1)], outcome: TaskOutcome, request: Request
+) -> Any:
     service = _service(request)
     async with service.engine.begin() as conn:
         row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()

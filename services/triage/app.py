@@ -6,10 +6,11 @@ import logging
 
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from broker_messages import topology
+from broker_messages.contact import ReplyReceived
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from fastapi import FastAPI
 from servicekit import broker, logs
-from servicekit.clock import Clock, SystemClock
+from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.outbox import OutboxRelay
@@ -21,9 +22,11 @@ from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
 from triage.migrations import upgrade
 from triage.models import outbox
+from triage.replies import ReplyRecorder
 from triage.scheduler import Scheduler
 from triage.schools import SchoolContextCache
 from triage.settings import TriageSettings
+from triage.timeline import router as timeline_router
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ class TriageService:
     def __init__(self, settings: TriageSettings, clock: Clock | None = None,
                  run_scheduler: bool = True) -> None:
         self.settings = settings
-        self.clock = clock or SystemClock()
+        self.clock = clock or clock_from_setting(settings.clock_offset_seconds)
         self.metrics = TriageMetrics()
         self.engine = make_engine(settings.database_url)
         self.schools = SchoolContextCache()
@@ -44,6 +47,8 @@ class TriageService:
         self.relay: OutboxRelay | None = None
         self.scheduler: Scheduler | None = None
         self.consumer: BatchConsumer[RegisterMark | PupilRemoved] | None = None
+        self.replies = ReplyRecorder(self.engine, self.clock)
+        self.reply_consumer: BatchConsumer[ReplyReceived] | None = None
 
     async def start(self) -> None:
         await upgrade(self.engine)
@@ -52,6 +57,8 @@ class TriageService:
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         queue, dead = await topology.declare_events(channel)
         await topology.declare_requests(channel)
+        reply_queue, _ = await topology.declare_replies(channel)
+        reply_dead = await channel.get_exchange(topology.REQUESTS_DEAD_EXCHANGE)
         self.events_exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
         requests = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
         self.relay = OutboxRelay(self.engine, outbox, requests)
@@ -64,11 +71,22 @@ class TriageService:
             batch_size=self.settings.batch_size,
             on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
         )
+        # rules.md §4 "Replies": a parent's reply, relayed by the notifier.
+        self.reply_consumer = BatchConsumer(
+            name="triage.replies",
+            parse=ReplyReceived.model_validate_json,
+            handle=self.replies.apply,
+            dead_exchange=reply_dead,
+            batch_size=self.settings.batch_size,
+            on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
+        )
         self.workers.spawn(self.consumer.run())
+        self.workers.spawn(self.reply_consumer.run())
         self.workers.spawn(self.relay.run())
         if self._run_scheduler:
             self.workers.spawn(self.scheduler.run(self.settings.scheduler_poll_seconds))
         await self.consumer.start(queue)
+        await self.reply_consumer.start(reply_queue)
         log.info("triage.started")
 
     async def _apply_events(self, events: list[RegisterMark | PupilRemoved]) -> list[str | None]:
@@ -80,14 +98,15 @@ class TriageService:
     async def stop(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+        if self.reply_consumer is not None:
+            await self.reply_consumer.stop()
         await self.workers.stop()
-        if self.connection is not None:
-            await self.connection.close()
+        await broker.close_quietly(self.connection)
         await self.engine.dispose()
 
     async def readiness(self) -> dict[str, bool]:
-        broker_up = self.connection is not None and not self.connection.is_closed
-        return {"broker": broker_up, "database": await database_reachable(self.engine)}
+        return {"broker": broker.is_connected(self.connection),
+                "database": await database_reachable(self.engine)}
 
 
 def create_app(service: TriageService) -> FastAPI:
@@ -96,6 +115,7 @@ def create_app(service: TriageService) -> FastAPI:
     token = service.settings.api_token
     app.state.api_token = token.get_secret_value() if token else None
     app.include_router(router)
+    app.include_router(timeline_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
     return app
 

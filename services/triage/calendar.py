@@ -1,5 +1,7 @@
 """The school calendar: school days are the weekdays inside a term, minus closures
-(contract §3). Weekends, holidays and closures neither break nor extend an absence episode."""
+(contract §3). Weekends, holidays and closures neither break nor extend an absence episode.
+A `#` mark (planned closure) for a pupil is handled by the episode code: it is not a possible
+session, so it neither breaks nor extends an episode either."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class SchoolCalendar:
     terms: tuple[Term, ...]
     closures: frozenset[dt.date] = frozenset()
     _days: tuple[dt.date, ...] = field(init=False, repr=False, compare=False)
+    _weeks: tuple[dt.date, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         days = sorted(
@@ -29,6 +32,8 @@ class SchoolCalendar:
             if day.weekday() < 5 and day not in self.closures
         )
         object.__setattr__(self, "_days", tuple(days))
+        weeks = sorted({day - dt.timedelta(days=day.weekday()) for day in days})
+        object.__setattr__(self, "_weeks", tuple(weeks))
 
     @classmethod
     def from_document(cls, calendar: dict[str, object]) -> SchoolCalendar:
@@ -60,6 +65,32 @@ class SchoolCalendar:
         if end <= start:
             return 0
         return bisect.bisect_right(self._days, end) - bisect.bisect_right(self._days, start)
+
+    def next_school_day(self, day: dt.date) -> dt.date | None:
+        index = bisect.bisect_right(self._days, day)
+        return self._days[index] if index < len(self._days) else None
+
+    def school_days_in(self, start: dt.date, end: dt.date) -> tuple[dt.date, ...]:
+        """The school days from `start` to `end`, both included."""
+        return self._days[bisect.bisect_left(self._days, start) : bisect.bisect_right(self._days, end)]
+
+    def school_days_back(self, day: dt.date, count: int) -> dt.date:
+        """The school day `count` school days before `day` (or the first one we know)."""
+        index = max(bisect.bisect_left(self._days, day) - count, 0)
+        return self._days[index] if self._days else day
+
+    def nth_school_day(self, start: dt.date, n: int) -> dt.date | None:
+        """The n-th school day of a run that starts on school day `start` (n=1 is `start`)."""
+        index = bisect.bisect_left(self._days, start) + n - 1
+        return self._days[index] if 0 <= index < len(self._days) and n >= 1 else None
+
+    def school_weeks(self) -> tuple[dt.date, ...]:
+        """Mondays of the weeks with at least one school day: penalty notices count these, so a
+        half-term or holiday week is skipped and a window runs on across terms."""
+        return self._weeks
+
+    def school_week_of(self, day: dt.date) -> dt.date:
+        return day - dt.timedelta(days=day.weekday())
 
 
 def _dates(start: dt.date, end: dt.date) -> Iterable[dt.date]:

@@ -15,8 +15,9 @@ from servicekit.database import dialect_insert
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from triage import counters
 from triage import decisions as decision_store
-from triage import rules
+from triage.evaluation import Evaluator
 from triage.models import marks, parked_events, pupils, received_events
 from triage.schools import SchoolContext, SchoolContextCache
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Event = RegisterMark | PupilRemoved
 PupilKey = tuple[str, str]
+MarkKey = tuple[str, str, dt.date, str]
 
 
 @dataclass(frozen=True)
@@ -132,43 +134,11 @@ class Ingestor:
         known = [e for e in events if (e.school_urn, e.pupil_id) in on_roster]
         register_marks = [e for e in known if isinstance(e, RegisterMark)]
         removals = [e for e in known if isinstance(e, PupilRemoved)]
-        await _store_marks(conn, register_marks)
+        await _store_marks(conn, register_marks, now)
         for removal in removals:
             await _remove_pupil(conn, removal, now)
-        affected = {(m.school_urn, m.pupil_id, m.date) for m in register_marks}
-        await self._evaluate(conn, affected, contexts, now)
+        await Evaluator(conn, contexts, now).run(register_marks, removals)
         return {e.event_id for e in parked}
-
-    async def _evaluate(
-        self,
-        conn: AsyncConnection,
-        affected: set[tuple[str, str, dt.date]],
-        contexts: dict[str, SchoolContext],
-        now: dt.datetime,
-    ) -> None:
-        by_school: dict[str, set[tuple[str, dt.date]]] = defaultdict(set)
-        for urn, pupil_id, day in affected:
-            by_school[urn].add((pupil_id, day))
-        for urn, pupil_days in by_school.items():
-            context = contexts[urn]
-            previous = {day: context.calendar.previous_school_day(day) for _, day in pupil_days}
-            dates = {day for _, day in pupil_days} | {d for d in previous.values() if d}
-            codes = await codes_by_pupil_day(conn, urn, {p for p, _ in pupil_days}, dates)
-            for pupil_id, day in sorted(pupil_days):
-                prior = previous[day]
-                decision = rules.first_day_contact(
-                    school_urn=urn,
-                    pupil_id=pupil_id,
-                    day=day,
-                    codes=codes.get((pupil_id, day), {}),
-                    previous_school_day_codes=codes.get((pupil_id, prior), {}) if prior else {},
-                    calendar=context.calendar,
-                    policy=context.policy,
-                    now=now,
-                    tz=context.tz,
-                )
-                if decision is not None:
-                    await decision_store.apply(conn, decision, urn, pupil_id, day, now)
 
 
 def _rejection(event: Event, context: SchoolContext | None, now: dt.datetime) -> str | None:
@@ -217,9 +187,12 @@ async def _pupils_on_roster(conn: AsyncConnection, keys: set[PupilKey]) -> set[P
     return {(urn, pupil_id) for urn, pupil_id in rows}
 
 
-async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]) -> None:
-    """Contract §2: the latest `recorded_at` wins whatever the arrival order."""
-    latest: dict[tuple[str, str, dt.date, str], RegisterMark] = {}
+async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],
+                       now: dt.datetime) -> None:
+    """Contract §2: the latest `recorded_at` wins whatever the arrival order. The rate counters
+    (rules.md §2) move by the difference between each replaced code and its replacement, in the
+    same transaction; the previous codes of the whole batch are read in one query."""
+    latest: dict[MarkKey, RegisterMark] = {}
     for mark in register_marks:
         if mark.code in LEGACY_CODES:
             log.warning("triage.mark.legacy_code event_id=%s code=%s stored_as=%s",
@@ -229,6 +202,13 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
             latest[key] = mark
     if not latest:
         return
+    previous = await _current_marks(conn, list(latest))
+    winners = {
+        key: mark for key, mark in latest.items()
+        if key not in previous or previous[key][1] < mark.recorded_at
+    }
+    if not winners:
+        return  # every mark was older than what we hold: recorded, changes nothing
     statement = dialect_insert(conn.engine)(marks).values(
         [
             {
@@ -240,7 +220,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
                 "recorded_at": m.recorded_at,
                 "event_id": m.event_id,
             }
-            for m in latest.values()
+            for m in winners.values()
         ]
     )
     await conn.execute(
@@ -254,6 +234,27 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
             where=marks.c.recorded_at < statement.excluded.recorded_at,
         )
     )
+    changes = [
+        (key, previous[key][0] if key in previous else None, canonical_code(mark.code))
+        for key, mark in winners.items()
+    ]
+    await counters.apply_changes(conn, changes, now)
+
+
+async def _current_marks(
+    conn: AsyncConnection, keys: list[MarkKey]
+) -> dict[MarkKey, tuple[str, dt.datetime]]:
+    found: dict[MarkKey, tuple[str, dt.datetime]] = {}
+    for start in range(0, len(keys), 250):
+        rows = await conn.execute(
+            select(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
+                   marks.c.code, marks.c.recorded_at)
+            .where(tuple_(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session)
+                   .in_(keys[start : start + 250]))
+        )
+        for urn, pupil_id, day, session, code, recorded_at in rows:
+            found[(urn, pupil_id, day, session)] = (code, recorded_at)
+    return found
 
 
 async def _remove_pupil(conn: AsyncConnection, removal: PupilRemoved, now: dt.datetime) -> None:

@@ -1,4 +1,4 @@
-"""Triage's tables. Rows are plain records; the rules live in `rules.py`."""
+"""Triage's tables. Rows are plain records; the rules live in `triage.rules`."""
 
 from __future__ import annotations
 
@@ -93,7 +93,10 @@ scheduled_actions = Table(
     Column("reason", Text, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The absence episode the action is about (day-3 visits, replies, 10-day returns).
+    Column("episode_start", Date, nullable=True),
     Index("ix_scheduled_actions_due", "status", "due_at"),
+    Index("ix_scheduled_actions_pupil", "school_urn", "pupil_id"),
 )
 
 # Why every rule evaluation fired, was suppressed or was cancelled.
@@ -125,6 +128,56 @@ tasks = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("kind", "school_urn", "pupil_id", "episode_start"),
+)
+
+# rules.md §2: sessions per pupil per school year, updated by the difference each mark makes.
+attendance_counters = Table(
+    "attendance_counters",
+    metadata,
+    Column("school_urn", String(8), primary_key=True),
+    Column("pupil_id", String(64), primary_key=True),
+    Column("year_start", Date, primary_key=True),
+    Column("possible", Integer, nullable=False),
+    Column("authorised", Integer, nullable=False),
+    Column("unauthorised", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Per pupil and rule: whether a threshold rule is armed (rules.md §3 "Crossings"), how many
+# times it has fired (the dedup key), and for penalty notices the last window alerted on.
+rule_states = Table(
+    "rule_states",
+    metadata,
+    Column("school_urn", String(8), primary_key=True),
+    Column("pupil_id", String(64), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("scope", String(16), primary_key=True),  # the school year, or "" for all time
+    Column("armed", Boolean, nullable=False),
+    Column("crossings", Integer, nullable=False),
+    Column("covered_until", Date, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# A parent's reply (rules.md §4 "Replies"), one row per pupil it is about.
+replies = Table(
+    "parent_replies",
+    metadata,
+    Column("reply_id", String(100), primary_key=True),
+    Column("pupil_id", String(64), primary_key=True),
+    Column("school_urn", String(8), nullable=False),
+    Column("contact_ref", String(100), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index("ix_parent_replies_pupil", "school_urn", "pupil_id"),
+)
+
+# Periodic rules already planned for a period (e.g. the weekly attendance update).
+periodic_runs = Table(
+    "periodic_runs",
+    metadata,
+    Column("school_urn", String(8), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 outbox = outbox_table(metadata)

@@ -8,7 +8,7 @@ import re
 from typing import Annotated, Literal
 
 from broker_messages.codes import Category, category
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -70,6 +70,15 @@ class Policy(_Strict):
     quiet_hours: str = "20:00-08:00"
     max_action_age_days: Annotated[int, Field(ge=0, le=30)] = 1
     attendance_update: AttendanceUpdatePolicy = AttendanceUpdatePolicy()
+
+    @model_validator(mode="after")
+    def _lines_in_order(self) -> Policy:
+        # Stage 1 comes before the referral, persistent before severe (seed 003 §4, §11).
+        if self.referral_below > self.stage1_below:
+            raise ValueError("referral_below must not be above stage1_below")
+        if self.persistent_at >= self.severe_at:
+            raise ValueError("persistent_at must be below severe_at")
+        return self
 
     @field_validator("quiet_hours")
     @classmethod

@@ -1,29 +1,55 @@
 """Runs stored actions when they fall due, re-checking the facts first (rules.md §3:
-"re-check the mark at send time"). Actions are rows, not timers, so they survive restarts."""
+"re-check the mark at send time"). Actions are rows, not timers, so they survive restarts.
+
+Family messages due in the same run whose first contact is the same person are sent as one
+request naming every pupil (rules.md §4 "Siblings"); each pupil's decision is still recorded.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from broker_messages.contact import ContactRequest, PupilRef
 from broker_messages.topology import CONTACT_REQUEST_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
 from servicekit.outbox import enqueue
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import decisions as decision_store
-from triage import rules
-from triage.ingest import codes_by_pupil_day
+from triage import outreach
 from triage.models import outbox, pupils, scheduled_actions
-from triage.schools import SchoolContextCache
+from triage.periodic import plan_attendance_updates
+from triage.rules.recipients import first_contact_address
+from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _FamilyPart:
+    action: Row
+    context: SchoolContext
+    pupil: PupilRef
+    plan: outreach.Outreach
+
+
+def request_id_for(dedup_keys: list[str]) -> str:
+    """Deterministic from the sorted dedup keys, so a re-run asks for the same thing; hashed
+    when too long for the notifier's idempotency key (200 characters)."""
+    joined = "+".join(sorted(dedup_keys))
+    if len(joined) <= 200:
+        return joined
+    return "merged:" + hashlib.sha256(joined.encode()).hexdigest()
 
 
 class Scheduler:
@@ -43,6 +69,8 @@ class Scheduler:
 
     async def run_due(self) -> int:
         """Act on every action due by now; returns how many actions were settled."""
+        async with self._engine.begin() as conn:
+            await plan_attendance_updates(conn, self._schools, self._clock.now())
         total = 0
         while True:
             settled, requested = await self._run_batch()
@@ -65,66 +93,95 @@ class Scheduler:
         requested = 0
         async with self._engine.begin() as conn:
             actions = (await conn.execute(query)).all()
+            if not actions:
+                return 0, 0
+            contexts = await self._schools.load(conn, {a.school_urn for a in actions})
+            records = await _pupil_records(conn, {(a.school_urn, a.pupil_id) for a in actions})
+            family_parts: list[_FamilyPart] = []
             for action in actions:
-                requested += await self._settle(conn, action, now)
+                requested += await self._settle(conn, action, contexts, records, family_parts,
+                                                now)
+            requested += await self._send_family(conn, family_parts, now)
         return len(actions), requested
 
-    async def _settle(self, conn: AsyncConnection, action: Row, now: dt.datetime) -> int:
-        contexts = await self._schools.load(conn, {action.school_urn})
+    async def _settle(self, conn: AsyncConnection, action: Row,
+                      contexts: dict[str, SchoolContext],
+                      records: dict[tuple[str, str], tuple[dict[str, Any], bool]],
+                      family_parts: list[_FamilyPart], now: dt.datetime) -> int:
         context = contexts.get(action.school_urn)
-        pupil = (
-            await conn.execute(
-                select(pupils.c.record, pupils.c.on_roll).where(
-                    pupils.c.school_urn == action.school_urn, pupils.c.pupil_id == action.pupil_id
-                )
-            )
-        ).first()
-        codes = (
-            await codes_by_pupil_day(conn, action.school_urn, {action.pupil_id}, {action.date})
-        ).get((action.pupil_id, action.date), {})
-        if context is None or pupil is None:
+        found = records.get((action.school_urn, action.pupil_id))
+        if context is None or found is None:
             return await self._finish(conn, action, "cancelled", "school or pupil no longer known",
                                       now)
-        reason = rules.first_day_contact_still_due(
-            day=action.date, codes=codes, on_roll=pupil.on_roll, calendar=context.calendar,
-            policy=context.policy, now=now, tz=context.tz,
-        )
-        if reason:
-            return await self._finish(conn, action, "cancelled", reason, now, codes=codes)
-        record = pupil.record
-        recipients, skipped = rules.family_recipients(
-            action.pupil_id, record.get("contacts", []), context.policy.first_day_contact.channels
-        )
-        if not recipients:
-            return await self._finish(
-                conn, action, "suppressed", "no parent or carer may be contacted",
-                now, skipped=skipped,
+        record, on_roll = found
+        plan = await outreach.plan(conn, action, context, record, on_roll, now)
+        if plan.cancel:
+            return await self._finish(conn, action, "cancelled", plan.cancel, now)
+        if not plan.family and not plan.professionals:
+            return await self._finish(conn, action, "suppressed",
+                                      "nobody to contact: no usable address for any recipient",
+                                      now, skipped=plan.skipped)
+        requested = 0
+        if plan.professionals:
+            # Professional alerts are safeguarding: not held for quiet hours (rules.md §4).
+            staff_id = action.dedup_key + (":staff" if plan.family else "")
+            await self._enqueue(conn, ContactRequest(
+                request_id=staff_id, rule=action.rule, school=context.school, date=action.date,
+                pupils=(_pupil_ref(action.pupil_id, record),), recipients=tuple(plan.professionals),
+                safeguarding=True, episode_start=plan.episode_start, details=plan.details,
+                requested_at=now,
+            ), now)
+            requested = 1
+        if plan.family:
+            family_parts.append(_FamilyPart(action, context, _pupil_ref(action.pupil_id, record),
+                                            plan))
+        else:
+            await self._finish(conn, action, "requested", "alert requested from the notifier",
+                               now, skipped=plan.skipped,
+                               recipients=[p.ref for p in plan.professionals])
+        return requested
+
+    async def _send_family(self, conn: AsyncConnection, parts: list[_FamilyPart],
+                           now: dt.datetime) -> int:
+        # Siblings share one message only when everything in it is the same for each of them:
+        # the whole contact chain (so nobody is told about a child they may not be contacted
+        # about, e.g. under a court order for one sibling) and the details (e.g. a rate).
+        groups: dict[tuple[Any, ...], list[_FamilyPart]] = defaultdict(list)
+        for part in parts:
+            chain = tuple(first_contact_address(contact) for contact in part.plan.family)
+            details = tuple(sorted(part.plan.details.items()))
+            groups[(part.context.urn, part.action.rule, part.action.date, chain, details)].append(
+                part)
+        for group in groups.values():
+            group.sort(key=lambda p: p.pupil.pupil_id)
+            lead = group[0]
+            family = list(lead.plan.family)
+            keys = [p.action.dedup_key for p in group]
+            request = ContactRequest(
+                request_id=request_id_for(keys), rule=lead.action.rule,
+                school=lead.context.school, date=lead.action.date,
+                pupils=tuple(p.pupil for p in group), family=tuple(family),
+                unreachable=tuple(lead.context.staff_recipients("attendance_officer")),
+                delivery=lead.context.delivery_window(lead.action.date),
+                episode_start=lead.plan.episode_start, details=lead.plan.details,
+                requested_at=now,
             )
-        request = ContactRequest(
-            request_id=action.dedup_key,
-            rule=action.rule,
-            school=context.school,
-            date=action.date,
-            pupils=(PupilRef(pupil_id=action.pupil_id, given_name=record["given_name"],
-                             family_name=record["family_name"]),),
-            family=tuple(recipients),
-            unreachable=tuple(context.staff_recipients("attendance_officer")),
-            delivery=context.delivery_window(action.date),
-            episode_start=action.date,
-            requested_at=now,
-        )
-        await enqueue(
-            conn, outbox,
-            message_id=request.request_id,
-            routing_key=CONTACT_REQUEST_ROUTING_KEY,
-            body=request.model_dump_json(by_alias=True).encode(),
-            now=now,
-        )
-        await self._finish(
-            conn, action, "requested", "contact requested from the notifier", now,
-            codes=codes, skipped=skipped, recipients=[r.ref for r in recipients],
-        )
-        return 1
+            await self._enqueue(conn, request, now)
+            for part in group:
+                siblings = [p.pupil.pupil_id for p in group if p is not part]
+                await self._finish(
+                    conn, part.action, "requested", "contact requested from the notifier", now,
+                    skipped=part.plan.skipped, recipients=[f.ref for f in part.plan.family],
+                    request_id=request.request_id,
+                    **({"sent_with_siblings": siblings} if siblings else {}),
+                )
+        return len(groups)
+
+    async def _enqueue(self, conn: AsyncConnection, request: ContactRequest,
+                       now: dt.datetime) -> None:
+        await enqueue(conn, outbox, message_id=request.request_id,
+                      routing_key=CONTACT_REQUEST_ROUTING_KEY,
+                      body=request.model_dump_json(by_alias=True).encode(), now=now)
 
     async def _finish(
         self, conn: AsyncConnection, action: Row, status: str, reason: str, now: dt.datetime,
@@ -148,6 +205,21 @@ class Scheduler:
                 await self.run_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - database away: try again on the next tick
+            except Exception:
+                # Database away: try again on the next tick.
                 log.exception("triage.scheduler.failed")
             await asyncio.sleep(poll_seconds)
+
+
+def _pupil_ref(pupil_id: str, record: dict[str, Any]) -> PupilRef:
+    return PupilRef(pupil_id=pupil_id, given_name=record["given_name"],
+                    family_name=record["family_name"])
+
+
+async def _pupil_records(conn: AsyncConnection, keys: set[tuple[str, str]]
+                         ) -> dict[tuple[str, str], tuple[dict[str, Any], bool]]:
+    rows = await conn.execute(
+        select(pupils.c.school_urn, pupils.c.pupil_id, pupils.c.record, pupils.c.on_roll)
+        .where(tuple_(pupils.c.school_urn, pupils.c.pupil_id).in_(list(keys)))
+    )
+    return {(urn, pupil_id): (record, on_roll) for urn, pupil_id, record, on_roll in rows}

@@ -17,6 +17,9 @@ class TriageSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias="TRIAGE_HOST")
     port: int = Field(8001, validation_alias="TRIAGE_PORT")
     log_level: str = "INFO"
+    # Shift the service's clock by this many seconds: for rehearsing a school morning at any
+    # hour (demos, drills, crash tests). Never set in production.
+    clock_offset_seconds: float | None = None
     # Consumer tuning: messages in flight, and how many are applied in one transaction.
     prefetch: int = Field(200, ge=100, le=300, validation_alias="TRIAGE_PREFETCH")
     batch_size: int = Field(200, ge=1, le=1000, validation_alias="TRIAGE_BATCH_SIZE")

@@ -72,7 +72,7 @@ class SmtpSink:
         self.envelopes: list[SinkEnvelope] = []  # index-aligned with ``messages``
         self._faults: deque[tuple[Stage, str]] = deque()
         self._handler = _Handler(self)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._sessions: set[SMTP] = set()
         self._changed = asyncio.Condition()
 
@@ -144,11 +144,8 @@ class SmtpSink:
             self._changed.notify_all()
 
     def _protocol(self) -> SMTP:
-        session = _TrackedSMTP(self._handler, hostname=self.hostname,
-                               loop=asyncio.get_running_loop())
-        session.sessions = self._sessions
-        self._sessions.add(session)
-        return session
+        return _TrackedSMTP(self._sessions, self._handler, hostname=self.hostname,
+                            loop=asyncio.get_running_loop())
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,10 +160,13 @@ class SmtpSink:
 
 
 class _TrackedSMTP(SMTP):
-    """SMTP session that drops itself from the sink's registry when it ends."""
+    """SMTP session kept in the sink's registry while open, so ``stop()`` can close it."""
 
-    sessions: set[SMTP]
+    def __init__(self, registry: set[SMTP], handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._registry = registry
+        registry.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> Any:
-        self.sessions.discard(self)
-        return super().connection_lost(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._registry.discard(self)
+        super().connection_lost(exc)

@@ -1,8 +1,7 @@
 """Loopback Twilio REST API (Messages + Calls) for integration tests.
 
-Why a stub at the HTTP layer: the app talks to Twilio through the real ``twilio``
-client, so faking one level lower exercises the real form encoding, basic auth,
-JSON parsing and ``TwilioRestException`` mapping instead of a hand-written mock.
+Why at the HTTP layer: the app uses the real ``twilio`` client, so this exercises its
+real form encoding, basic auth, JSON parsing and ``TwilioRestException`` mapping.
 
 Building the real client against the stub with NO library retries (twilio 9.13)::
 
@@ -12,47 +11,51 @@ Building the real client against the stub with NO library retries (twilio 9.13):
     ...
     await http.close()
 
-``AsyncTwilioHttpClient`` only wraps its session in ``aiohttp_retry.RetryClient``
-when ``max_retries is not None`` (``ExponentialRetry(attempts=max_retries)``,
-which retries every 5xx and connection error). With the default ``None`` every
-``create_async`` is exactly one HTTP request, so the app's own retry layer is the
-only one. Never pass ``max_retries=0``: aiohttp_retry then never stops retrying 5xx.
+``AsyncTwilioHttpClient`` wraps its session in ``aiohttp_retry.RetryClient`` only when
+``max_retries is not None`` (``ExponentialRetry(attempts=max_retries)``: retries every 5xx
+and connection error). Left at ``None``, each ``create_async`` is exactly one HTTP request,
+so the app's retry layer is the only one. Never pass ``max_retries=0``: aiohttp_retry then
+retries 5xx without limit (verified against this stub).
 
-Other twilio 9.13 facts the tests rely on (read from the library source):
-
-* ``AsyncTwilioHttpClient(timeout=...)`` is ignored by ``request()``: it forwards
-  the per-call timeout, which is ``None``, and aiohttp turns that into "no
-  timeout at all". Bound calls with ``asyncio.timeout()`` in the app.
-* The constructor creates an ``aiohttp.ClientSession``: build it inside a running
-  loop and close it with ``await http.close()``.
-* Error bodies carrying type/title/status/code become ``TwilioServiceException``;
-  this stub sends the legacy shape, so the client raises ``TwilioRestException``.
+Also verified on twilio 9.13: ``AsyncTwilioHttpClient(timeout=...)`` is ignored by
+``request()`` (it forwards the per-call ``None``, which aiohttp reads as "no timeout"), so
+bound calls with ``asyncio.timeout()``; the constructor opens an ``aiohttp.ClientSession``,
+so build it inside a running loop and ``await http.close()``; an error body carrying
+type/title/status/code becomes ``TwilioServiceException``, so the stub sends the legacy
+shape and the client raises ``TwilioRestException``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import secrets
+import time
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
 import httpx
-from aiohttp import BasicAuth, web
+from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 API = "/2010-04-01/Accounts/{account}"
+_Fault = tuple[int, int, str]  # HTTP status, Twilio error code, message
 # Real Twilio codes for statuses the stub is likely to be asked to fake.
 _DEFAULT_CODES = {401: 20003, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
-
-
-@dataclass(frozen=True)
-class _Fault:
-    status: int
-    code: int
-    message: str
+# What real Twilio refuses, so app bugs surface here: (any-of params, code, message).
+# Codes are Twilio's, except 21205 ("invalid Url") stands in for a missing call Url.
+_REQUIRED = {
+    "Messages": [("To", 21604, "A 'To' phone number is required."),
+                 ("From|MessagingServiceSid", 21603, "A 'From' phone number is required."),
+                 ("Body|MediaUrl|ContentSid", 21602, "Message body is required.")],
+    "Calls": [("To", 21201, "No 'To' number is specified"),
+              ("From", 21213, "No 'From' number is specified"),
+              ("Url|Twiml|ApplicationSid", 21205, "Url, Twiml or ApplicationSid required")],
+}
 
 
 def _sid(prefix: str) -> str:
@@ -76,6 +79,13 @@ class TwilioStub:
         self.messages: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
         self.attempts: list[dict[str, Any]] = []
+        # sid -> when the stub accepted it (time.time()), for latency measurements (bench/).
+        self.arrivals: dict[str, float] = {}
+        # Every accepted message as Twilio would return it, for the list endpoint.
+        self._message_resources: list[dict[str, Any]] = []
+        # Called after a message is accepted and before the answer goes back: a test can
+        # crash the sender exactly where the answer would be lost.
+        self.on_accepted: Callable[[dict[str, Any]], None] | None = None
         self._faults: deque[_Fault] = deque()
         self._delays: deque[float] = deque()
         self._rejected: dict[str, _Fault] = {}
@@ -86,14 +96,13 @@ class TwilioStub:
     async def start(self) -> TwilioStub:
         self._closing.clear()
         app = web.Application()
-        app.router.add_post(API + "/Messages.json", self._messages)
-        app.router.add_post(API + "/Calls.json", self._calls)
+        app.router.add_post(API + "/{kind:(?:Messages|Calls)}.json", self._handle)
+        app.router.add_get(API + "/Messages.json", self._list_messages)
         # Short shutdown: delayed handlers are woken by _closing, nothing else lingers.
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
         return self
 
     async def stop(self) -> None:
@@ -113,14 +122,13 @@ class TwilioStub:
     def fail_next(self, count: int, status: int = 500, code: int | None = None,
                   message: str = "Simulated Twilio failure") -> None:
         """Answer the next ``count`` requests (any resource, before auth) with an error."""
-        fault = _Fault(status, code if code is not None else _DEFAULT_CODES.get(status, status),
-                       message)
-        self._faults.extend([fault] * count)
+        code = _DEFAULT_CODES.get(status, status) if code is None else code
+        self._faults.extend([(status, code, message)] * count)
 
     def reject_number(self, phone: str, status: int = 400, code: int = 21610,
                       message: str = "Attempt to send to unsubscribed recipient") -> None:
         """Fail every message/call to ``phone`` permanently (default: STOP-ed recipient)."""
-        self._rejected[phone] = _Fault(status, code, message)
+        self._rejected[phone] = (status, code, message)
 
     def delay_next(self, count: int, seconds: float) -> None:
         """Hold the next ``count`` responses. Like real Twilio, a request the client
@@ -129,10 +137,9 @@ class TwilioStub:
 
     def reset(self) -> None:
         """Forget recorded traffic and scripted faults, keep the server running."""
-        for store in (self.messages, self.calls, self.attempts):
+        for store in (self.messages, self.calls, self.attempts, self._faults, self._delays,
+                      self._message_resources):
             store.clear()
-        self._faults.clear()
-        self._delays.clear()
         self._rejected.clear()
 
     # ---- waiting ---------------------------------------------------------------------
@@ -157,13 +164,8 @@ class TwilioStub:
 
     # ---- HTTP handlers -----------------------------------------------------------------
 
-    async def _messages(self, request: web.Request) -> web.Response:
-        return await self._handle(request, "Messages")
-
-    async def _calls(self, request: web.Request) -> web.Response:
-        return await self._handle(request, "Calls")
-
-    async def _handle(self, request: web.Request, kind: str) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
         params = {k: str(v) for k, v in (await request.post()).items()}
         attempt: dict[str, Any] = {"kind": kind, "params": params, "status": None, "sid": None}
         self.attempts.append(attempt)
@@ -176,10 +178,15 @@ class TwilioStub:
         attempt["status"] = response.status
         if record is not None:
             attempt["sid"] = record["sid"]
+            self.arrivals[record["sid"]] = time.time()
+            if kind == "Messages":
+                self._message_resources.append(record)
             async with self._changed:
                 (self.messages if kind == "Messages" else self.calls).append(
                     _summary(kind, record, params))
                 self._changed.notify_all()
+            if self.on_accepted is not None:
+                self.on_accepted(record)
         return response
 
     def _decide(self, request: web.Request, kind: str,
@@ -187,47 +194,64 @@ class TwilioStub:
         if self._closing.is_set():
             return _error(503, 20503, "Service Unavailable"), None
         if self._faults:
-            fault = self._faults.popleft()
-            return _error(fault.status, fault.code, fault.message), None
+            return _error(*self._faults.popleft()), None
         if not self._authorised(request):
             response = _error(401, 20003, "Authenticate")
             response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
             return response, None
         if request.match_info["account"] != self.account_sid:
             return _error(404, 20404, "The requested resource was not found"), None
-        fault = self._rejected.get(params.get("To", "")) or _invalid(kind, params)
+        missing = ((400, code, message) for names, code, message in _REQUIRED[kind]
+                   if not any(params.get(name) for name in names.split("|")))
+        fault = self._rejected.get(params.get("To", "")) or next(missing, None)
         if fault is not None:
-            return _error(fault.status, fault.code, fault.message), None
+            return _error(*fault), None
         record = self._resource(kind, params)
         return web.json_response(record, status=201), record
 
+    async def _list_messages(self, request: web.Request) -> web.Response:
+        """`GET Messages.json?To=…`: one page with every matching message (newest first),
+        as a sender reconciling after a crash would ask."""
+        if not self._authorised(request):
+            return _error(401, 20003, "Authenticate")
+        to = request.query.get("To")
+        found = [r for r in reversed(self._message_resources) if to is None or r["to"] == to]
+        uri = request.path_qs
+        return web.json_response({
+            "messages": found, "page": 0, "page_size": max(len(found), 50), "start": 0,
+            "end": max(len(found) - 1, 0), "uri": uri, "first_page_uri": uri,
+            "next_page_uri": None, "previous_page_uri": None,
+        })
+
     def _authorised(self, request: web.Request) -> bool:
+        """Basic auth by hand: aiohttp 3.14 deprecates ``BasicAuth``."""
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         try:
-            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
+            decoded = base64.b64decode(encoded, validate=True)
         except ValueError:
             return False
-        return (auth.login, auth.password) == (self.account_sid, self.auth_token)
+        expected = f"{self.account_sid}:{self.auth_token}".encode()
+        return scheme.lower() == "basic" and hmac.compare_digest(decoded, expected)
 
     def _resource(self, kind: str, params: dict[str, str]) -> dict[str, Any]:
         """Twilio-shaped JSON; enough fields for MessageInstance/CallInstance."""
         sid = _sid("SM" if kind == "Messages" else "CA")
-        now = format_datetime(datetime.now(timezone.utc))
+        now = format_datetime(datetime.now(UTC))
         uri = f"{API.format(account=self.account_sid)}/{kind}/{sid}"
         common = {"sid": sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
                   "to": params["To"], "from": params.get("From"), "status": "queued",
                   "direction": "outbound-api", "date_created": now, "date_updated": now,
                   "price": None, "price_unit": "USD", "uri": uri + ".json"}
         if kind == "Messages":
-            return {**common, "body": params.get("Body", ""), "num_segments": "1",
-                    "num_media": "0", "date_sent": None, "error_code": None,
-                    "error_message": None,
+            return {**common, **dict.fromkeys(("date_sent", "error_code", "error_message")),
+                    "body": params.get("Body", ""), "num_segments": "1", "num_media": "0",
                     "messaging_service_sid": params.get("MessagingServiceSid"),
                     "subresource_uris": {"media": uri + "/Media.json"}}
-        return {**common, "to_formatted": params["To"], "from_formatted": params.get("From"),
-                "parent_call_sid": None, "phone_number_sid": None, "start_time": None,
-                "end_time": None, "duration": None, "answered_by": None, "caller_name": None,
-                "forwarded_from": None, "group_sid": None, "queue_time": "0",
-                "trunk_sid": None, "subresource_uris": {"events": uri + "/Events.json"}}
+        unknown = ("parent_call_sid", "phone_number_sid", "start_time", "end_time", "duration",
+                   "answered_by", "caller_name", "forwarded_from", "group_sid", "trunk_sid")
+        return {**common, **dict.fromkeys(unknown), "to_formatted": params["To"],
+                "from_formatted": params.get("From"), "queue_time": "0",
+                "subresource_uris": {"events": uri + "/Events.json"}}
 
     # ---- webhook playback --------------------------------------------------------------
 
@@ -246,10 +270,8 @@ class TwilioStub:
             params.update({"SmsSid": sid, "SmsStatus": status})
         if record is not None:
             params.update({"To": record["to"], "From": record["from_"] or ""})
-        if error_code is not None:
-            params["ErrorCode"] = str(error_code)
-        params.update(extra or {})
-        return await self._post_signed(target, params, None)
+        params.update({"ErrorCode": str(error_code)} if error_code is not None else {})
+        return await self._post_signed(target, {**params, **(extra or {})}, None)
 
     async def send_inbound(self, url: str, from_: str, to: str, body: str,
                            signature: str | None = None) -> httpx.Response:
@@ -269,22 +291,6 @@ class TwilioStub:
         headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"}
         async with httpx.AsyncClient(timeout=10.0) as client:
             return await client.post(url, data=params, headers=headers)
-
-
-def _invalid(kind: str, params: dict[str, str]) -> _Fault | None:
-    """Reject requests real Twilio would refuse, so app bugs surface in tests."""
-    if kind == "Messages":
-        checks = [("To", 21604, "A 'To' phone number is required."),
-                  ("From|MessagingServiceSid", 21603, "A 'From' phone number is required."),
-                  ("Body|MediaUrl|ContentSid", 21602, "Message body is required.")]
-    else:  # 21205 is approximate: Twilio's code for an unusable call Url.
-        checks = [("To", 21201, "No 'To' number is specified"),
-                  ("From", 21213, "No 'From' number is specified"),
-                  ("Url|Twiml|ApplicationSid", 21205, "Url, Twiml or ApplicationSid required")]
-    for names, code, message in checks:
-        if not any(params.get(name) for name in names.split("|")):
-            return _Fault(400, code, message)
-    return None
 
 
 def _summary(kind: str, record: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:

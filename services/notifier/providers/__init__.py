@@ -36,4 +36,9 @@ class ProviderError(Exception):
 class Provider(Protocol):
     async def send(self, message: OutgoingMessage) -> ProviderResult: ...
 
+    async def find_sent(self, message: OutgoingMessage) -> ProviderResult | None:
+        """The provider's record of `message` if it was already accepted, where the provider
+        can be asked (after a crash between its acceptance and our commit); else None."""
+        ...
+
     async def close(self) -> None: ...

@@ -16,8 +16,16 @@ class OutboxFile:
         self._directory = directory
         self._provider = provider
 
+    def _path(self, message: OutgoingMessage) -> Path:
+        return self._directory / f"{message.notification_id}.{message.channel}.txt"
+
+    async def find_sent(self, message: OutgoingMessage) -> ProviderResult | None:
+        if self._path(message).exists():
+            return ProviderResult(provider_id=f"outbox-{message.notification_id}"[:64])
+        return None
+
     async def send(self, message: OutgoingMessage) -> ProviderResult:
-        path = self._directory / f"{message.notification_id}.{message.channel}.txt"
+        path = self._path(message)
         lines = [BANNER.format(provider=self._provider), f"Channel: {message.channel}",
                  f"To: {message.to}"]
         if message.subject:

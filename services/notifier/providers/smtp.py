@@ -35,9 +35,12 @@ class SmtpEmail:
             email.add_alternative(message.html, subtype="html")
         try:
             await aiosmtplib.send(email, **self._options)  # type: ignore[arg-type]
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise classify(error) from error
         return ProviderResult(provider_id=message_id.strip("<>")[:64] or str(uuid.uuid4()))
+
+    async def find_sent(self, message: OutgoingMessage) -> ProviderResult | None:
+        return None  # SMTP cannot be asked what it accepted: the documented duplicate window
 
     async def close(self) -> None:
         return None

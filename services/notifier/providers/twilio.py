@@ -11,8 +11,16 @@ from twilio.rest import Client
 from notifier.providers import OutgoingMessage, ProviderResult
 from notifier.providers.errors import classify
 
-# Voices Twilio's <Say> supports for our template languages.
-SAY_LANGUAGES = {"en": "en-GB", "cy": "cy-GB"}
+# <Say> language and voice per template language: Welsh needs a Polly voice (Twilio's basic
+# voices speak no Welsh). Anything else is read as British English.
+SAY_VOICES = {"en": ("en-GB", "Polly.Amy"), "cy": ("cy-GB", "Polly.Gwyneth")}
+
+
+def say_twiml(body: str, language: str) -> str:
+    """Inline TwiML reading the message twice, with a pause, in the contact's language."""
+    lang, voice = SAY_VOICES.get(language, SAY_VOICES["en"])
+    say = f'<Say language="{lang}" voice="{voice}">{escape(body)}</Say>'
+    return f'<Response>{say}<Pause length="1"/>{say}</Response>'
 
 
 class TwilioClient:
@@ -52,9 +60,22 @@ class TwilioSms:
                     to=message.to, body=message.body,
                     status_callback=self._twilio.status_callback, **sender,
                 )
-        except Exception as error:  # noqa: BLE001 - every failure is classified
+        except Exception as error:
             raise classify(error) from error
         return ProviderResult(provider_id=str(created.sid))
+
+    async def find_sent(self, message: OutgoingMessage) -> ProviderResult | None:
+        """Twilio has no idempotency key for Messages: after a crash, look for a message with
+        this body among the recent ones to this number."""
+        try:
+            async with asyncio.timeout(self._twilio.timeout):
+                recent = await self._twilio.client.messages.list_async(to=message.to, limit=50)
+        except Exception as error:  # noqa: BLE001
+            raise classify(error) from error
+        for sent in recent:
+            if sent.body == message.body and sent.sid:
+                return ProviderResult(provider_id=str(sent.sid))
+        return None
 
     async def close(self) -> None:
         await self._twilio.close()
@@ -65,19 +86,19 @@ class TwilioVoice:
         self._twilio = twilio
 
     async def send(self, message: OutgoingMessage) -> ProviderResult:
-        language = SAY_LANGUAGES.get(message.language, "en-GB")
-        twiml = (f'<Response><Say language="{language}">{escape(message.body)}</Say>'
-                 f'<Pause length="1"/><Say language="{language}">{escape(message.body)}</Say>'
-                 "</Response>")
+        twiml = say_twiml(message.body, message.language)
         try:
             async with asyncio.timeout(self._twilio.timeout):
                 created = await self._twilio.client.calls.create_async(
                     to=message.to, from_=self._twilio.sender or "", twiml=twiml,
                     status_callback=self._twilio.status_callback,
                 )
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise classify(error) from error
         return ProviderResult(provider_id=str(created.sid))
+
+    async def find_sent(self, message: OutgoingMessage) -> ProviderResult | None:
+        return None  # a call cannot be matched to its TwiML afterwards: call again
 
     async def close(self) -> None:
         await self._twilio.close()

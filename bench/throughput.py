@@ -1,0 +1,101 @@
+"""Consumption rates from a full queue: the bare aio-pika ceiling, then triage itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aio_pika
+from broker_messages import topology
+from servicekit.clock import Clock
+from triage.app import TriageService
+from triage.settings import TriageSettings
+
+from bench.infra import publish, queue_state
+
+BARE_QUEUE = "bench.bare-consumer"
+
+
+@dataclass
+class Rate:
+    count: int
+    seconds: float
+    publish_seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+    @property
+    def publish_per_second(self) -> float:
+        return self.count / self.publish_seconds
+
+
+async def bare_consume(amqp_url: str, bodies: list[bytes], prefetch: int) -> Rate:
+    """Consume and ack every message, one ack per message as triage does, from a quorum queue
+    with triage's arguments and prefetch: what this broker and client allow at most."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(
+            BARE_QUEUE, durable=True,
+            arguments=topology.quorum_arguments(topology.EVENTS_DEAD_EXCHANGE))
+        published = await publish(channel.default_exchange, BARE_QUEUE, bodies)
+        consuming = await connection.channel()
+        await consuming.set_qos(prefetch_count=prefetch)
+        done = asyncio.Event()
+        acked = 0
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal acked
+            await message.ack()
+            acked += 1
+            if acked >= len(bodies):
+                done.set()
+
+        started = time.perf_counter()
+        tag = await (await consuming.get_queue(BARE_QUEUE)).consume(on_message)
+        await asyncio.wait_for(done.wait(), timeout=600)
+        seconds = time.perf_counter() - started
+        await (await consuming.get_queue(BARE_QUEUE)).cancel(tag)
+        await queue.delete(if_unused=False, if_empty=False)
+        return Rate(len(bodies), seconds, published)
+    finally:
+        await connection.close()
+
+
+def triage_settings(amqp_url: str, database_url: str, **extra: object) -> TriageSettings:
+    return TriageSettings(amqp_url=amqp_url, TRIAGE_DATABASE_URL=database_url, **extra)
+
+
+async def fill_triage_queue(amqp_url: str, bodies: list[bytes]) -> float:
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await topology.declare_events(channel)
+        exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
+        return await publish(exchange, "register.mark", bodies)
+    finally:
+        await connection.close()
+
+
+async def dead_lettered(amqp_url: str) -> int:
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        return (await queue_state(connection, topology.EVENTS_DEAD_QUEUE))[0]
+    finally:
+        await connection.close()
+
+
+async def triage_in_process(amqp_url: str, database_url: str, clock: Clock,
+                            bodies: list[bytes]) -> tuple[Rate, TriageService]:
+    """Publish the burst first, then start triage (scheduler off) and time it from start to
+    the last event settled. Returns the running service: the caller stops it."""
+    published = await fill_triage_queue(amqp_url, bodies)
+    service = TriageService(triage_settings(amqp_url, database_url), clock, run_scheduler=False)
+    started = time.perf_counter()
+    await service.start()
+    assert service.consumer is not None
+    await service.consumer.wait_settled(len(bodies), timeout=max(120.0, len(bodies) / 100))
+    return Rate(len(bodies), time.perf_counter() - started, published), service

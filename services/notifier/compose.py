@@ -1,0 +1,76 @@
+"""Composing stored notifications for one recipient of a contact request: rendered, addressed
+and given a due time (held past quiet hours when rules.md §4 says so)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+from broker_messages.contact import Channel, ContactRequest, Recipient
+
+from notifier.quiet_hours import next_send_time
+from notifier.templates import Rendered, TemplateLibrary, context_for
+
+Kind = Literal["recipient", "family", "unreachable"]
+UNREACHABLE_RULE = "family_unreachable"
+
+
+def is_held_by_quiet_hours(request: ContactRequest, recipient: Recipient, channel: Channel) -> bool:
+    """rules.md §4: no SMS or call inside quiet hours or on non-school days, unless the rule is a
+    safeguarding alert to professionals. Email waits for nobody."""
+    if channel == "email":
+        return False
+    return recipient.role == "parent" or not request.safeguarding
+
+
+def notification_rows(
+    templates: TemplateLibrary, request: ContactRequest, recipient: Recipient, *, kind: Kind,
+    now: dt.datetime, family_index: int | None = None,
+) -> list[dict[str, Any]]:
+    rows = []
+    for channel in recipient.channels:
+        to = recipient.email if channel == "email" else recipient.phone
+        if not to:
+            raise ValueError(f"recipient {recipient.ref} has no address for {channel}")
+        rule = request.rule
+        ref = recipient.ref
+        if kind == "unreachable":
+            rule, ref = UNREACHABLE_RULE, f"unreachable:{recipient.ref}"
+            rendered = render_unreachable(templates, request, recipient, channel)
+        else:
+            rendered = templates.render_request(request, recipient, channel)
+        due = (next_send_time(now, request.delivery)
+               if is_held_by_quiet_hours(request, recipient, channel) else now)
+        rows.append({
+            "id": str(uuid.uuid4()),
+            "request_id": request.request_id,
+            "rule": rule,
+            "school_urn": request.school.urn,
+            "pupil_ids": [p.pupil_id for p in request.pupils],
+            "recipient_role": recipient.role,
+            "recipient_ref": ref,
+            "channel": channel,
+            "to": to,
+            "subject": rendered.subject,
+            "body": rendered.body,
+            "html": rendered.html,
+            "status": "pending",
+            "attempts": 0,
+            "due_at": due,
+            "created_at": now,
+            "updated_at": now,
+            "kind": kind,
+            "family_index": family_index,
+            "language": recipient.language,
+        })
+    return rows
+
+
+def render_unreachable(templates: TemplateLibrary, request: ContactRequest, recipient: Recipient,
+                       channel: Channel) -> Rendered:
+    """The attendance officer's alert: which pupils, about what, and how many contacts failed."""
+    context = context_for(request, recipient)
+    context["about_rule"] = request.rule.replace("_", " ")
+    context["contacts_tried"] = len(request.family)
+    return templates.render(UNREACHABLE_RULE, channel, recipient.language, context)

@@ -1,0 +1,157 @@
+"""rules.md §4 "Contact order": a request's family is tried one contact at a time, in priority
+order, until one is reached; when none can be, the `unreachable` recipients are told, once.
+
+The chain's state lives in `contact_requests` (state, position, check_at), so it survives a
+restart; time comes from the injected clock, never from sleeping. Every step is a conditional
+update on (state, position), so two replicas advancing the same chain cannot both move it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from broker_messages.contact import ContactRequest
+from servicekit.clock import Clock
+from servicekit.database import dialect_insert, supports_skip_locked
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from notifier.compose import notification_rows
+from notifier.models import contact_requests, notifications
+from notifier.templates import TemplateLibrary
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["reached", "waiting", "exhausted"]
+NOT_DELIVERED = frozenset({"failed", "undelivered", "suppressed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    channel: str
+    status: str
+    sent_at: dt.datetime | None
+
+
+def reached(channel: str, status: str) -> bool:
+    """A contact is reached when any channel is delivered; email accepted by SMTP counts."""
+    return status == "delivered" or (channel == "email" and status == "sent")
+
+
+def contact_outcome(states: Iterable[ChannelState], now: dt.datetime,
+                    wait: dt.timedelta) -> tuple[Outcome, dt.datetime | None]:
+    """Where one contact stands, and when to look again if it is still open. An SMS or call
+    that is `sent` with no receipt after `wait` counts as not delivered."""
+    states = list(states)
+    if any(reached(s.channel, s.status) for s in states):
+        return "reached", None
+    recheck: list[dt.datetime] = []
+    open_channels = 0
+    for state in states:
+        if state.status in NOT_DELIVERED:
+            continue
+        if state.status == "sent" and state.sent_at is not None:
+            expires = state.sent_at + wait
+            if expires <= now:
+                continue
+            recheck.append(expires)
+        open_channels += 1
+    if open_channels == 0:
+        return "exhausted", None
+    return "waiting", min(recheck) if recheck else None
+
+
+class FamilyChase:
+    def __init__(self, engine: AsyncEngine, clock: Clock, templates: TemplateLibrary,
+                 wait: dt.timedelta) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._templates = templates
+        self._wait = wait
+
+    async def run_due(self) -> int:
+        """Look again at every chain whose check time has come; returns rows created."""
+        query = (select(contact_requests.c.request_id)
+                 .where(contact_requests.c.state == "chasing",
+                        contact_requests.c.check_at <= self._clock.now())
+                 .order_by(contact_requests.c.check_at).limit(500))
+        async with self._engine.connect() as conn:
+            due = (await conn.execute(query)).scalars().all()
+        created = 0
+        for request_id in due:
+            created += await self.advance(request_id)
+        return created
+
+    async def advance(self, request_id: str) -> int:
+        """Move one chain on if its current contact is done; returns notification rows created."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            query = select(contact_requests).where(contact_requests.c.request_id == request_id)
+            if supports_skip_locked(self._engine):
+                query = query.with_for_update()
+            chain = (await conn.execute(query)).first()
+            if chain is None or chain.state != "chasing":
+                return 0
+            rows = (await conn.execute(
+                select(notifications.c.channel, notifications.c.status, notifications.c.sent_at,
+                       notifications.c.family_index)
+                .where(notifications.c.request_id == request_id,
+                       notifications.c.kind == "family")
+            )).all()
+            if any(reached(row.channel, row.status) for row in rows):
+                await self._move(conn, chain, now, state="reached")
+                log.info("notifier.family.reached request_id=%s", request_id)
+                return 0
+            outcome, recheck = contact_outcome(
+                (ChannelState(r.channel, r.status, r.sent_at) for r in rows
+                 if r.family_index == chain.position), now, self._wait)
+            if outcome != "exhausted":
+                await conn.execute(update(contact_requests)
+                                   .where(contact_requests.c.request_id == request_id)
+                                   .values(check_at=recheck, updated_at=now))
+                return 0
+            request = ContactRequest.model_validate_json(chain.payload)
+            position = chain.position + 1
+            if position < len(request.family):
+                if not await self._move(conn, chain, now, position=position):
+                    return 0
+                new_rows = notification_rows(self._templates, request, request.family[position],
+                                             kind="family", family_index=position, now=now)
+                log.info("notifier.family.fallback request_id=%s contact_ref=%s", request_id,
+                         request.family[position].ref)
+            else:
+                if not await self._move(conn, chain, now, state="unreachable"):
+                    return 0
+                new_rows = [row for recipient in request.unreachable
+                            for row in notification_rows(self._templates, request, recipient,
+                                                         kind="unreachable", now=now)]
+                log.warning("notifier.family.unreachable request_id=%s alerts=%d", request_id,
+                            len(new_rows))
+            if new_rows:
+                await conn.execute(dialect_insert(self._engine)(notifications)
+                                   .values(new_rows).on_conflict_do_nothing())
+            return len(new_rows)
+
+    async def _move(self, conn: AsyncConnection, chain: Any, now: dt.datetime, *,
+                    state: str = "chasing", position: int | None = None) -> bool:
+        result = await conn.execute(
+            update(contact_requests)
+            .where(contact_requests.c.request_id == chain.request_id,
+                   contact_requests.c.state == "chasing",
+                   contact_requests.c.position == chain.position)
+            .values(state=state, position=chain.position if position is None else position,
+                    check_at=None, updated_at=now)
+        )
+        return bool(result.rowcount)
+
+
+async def mark_for_check(conn: AsyncConnection, request_id: str, now: dt.datetime) -> None:
+    """Ask the sweep to look at a chain (a family row settled), in the caller's transaction, so
+    a crash before `advance` runs delays the fallback instead of losing it."""
+    await conn.execute(update(contact_requests)
+                       .where(contact_requests.c.request_id == request_id,
+                              contact_requests.c.state == "chasing")
+                       .values(check_at=now))

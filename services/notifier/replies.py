@@ -1,0 +1,133 @@
+"""rules.md §4 "Replies": an inbound SMS is matched to the contact and their children's open
+episodes (from the contact requests stored here), stored, shown to staff and announced to triage
+(`ReplyReceived`, through the transactional outbox). It stops the fallback chain: the family has
+been heard. A reply from an unknown number is stored and flagged, never dropped. STOP/START
+keywords change the opt-out list instead (notifier.optout).
+
+Bodies and phone numbers are stored, never logged."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker_messages.contact import ReplyReceived
+from broker_messages.topology import REPLY_ROUTING_KEY
+from servicekit.clock import Clock
+from servicekit.database import dialect_insert
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from notifier import optout
+from notifier.models import contact_requests, family_contacts, notifications, outbox, replies
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _SchoolMatch:
+    contact_refs: set[str] = field(default_factory=set)
+    pupil_ids: set[str] = field(default_factory=set)
+    episodes: set[tuple[str, str]] = field(default_factory=set)
+    request_ids: set[str] = field(default_factory=set)
+
+
+class ReplyDesk:
+    def __init__(self, engine: AsyncEngine, clock: Clock, match_window: dt.timedelta,
+                 on_published: Callable[[], None] = lambda: None) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._match_window = match_window
+        self._on_published = on_published
+
+    async def receive(self, message_sid: str, from_phone: str, body: str) -> list[str]:
+        """Store one inbound SMS (idempotent on the MessageSid); returns the stored reply ids."""
+        now = self._clock.now()
+        stored: list[str] = []
+        announced = False
+        async with self._engine.begin() as conn:
+            matches = await self._match(conn, from_phone, now)
+            kind = optout.keyword(body)
+            if (kind == "opt_in"
+                    and body.strip().strip(".!").upper() == optout.CONDITIONAL_OPT_IN
+                    and not await _opted_out_anywhere(conn, from_phone, list(matches))):
+                kind = None
+            targets: dict[str | None, _SchoolMatch] = dict(matches) or {None: _SchoolMatch()}
+            for school_urn, match in targets.items():
+                reply_id = f"{message_sid}:{school_urn or 'unmatched'}"[:120]
+                inserted = await conn.execute(
+                    dialect_insert(self._engine)(replies).values(
+                        id=reply_id, message_sid=message_sid, school_urn=school_urn,
+                        from_phone=from_phone, body=body, kind=kind or "reply",
+                        matched=school_urn is not None,
+                        contact_ref=min(match.contact_refs) if match.contact_refs else None,
+                        pupil_ids=sorted(match.pupil_ids),
+                        episodes=[{"pupil_id": p, "episode_start": d}
+                                  for p, d in sorted(match.episodes)],
+                        received_at=now,
+                    ).on_conflict_do_nothing()
+                )
+                if not inserted.rowcount:
+                    continue  # the same webhook again: everything below already happened
+                stored.append(reply_id)
+                if kind == "opt_out":
+                    await optout.opt_out(conn, school_urn or optout.ANY_SCHOOL, from_phone,
+                                         "stop-keyword", now)
+                elif kind == "opt_in":
+                    await optout.opt_in(conn, [school_urn] if school_urn else [], from_phone)
+                elif school_urn is not None:
+                    await self._announce(conn, reply_id, school_urn, match, now)
+                    announced = True
+                log.info("notifier.reply.stored reply_id=%s kind=%s matched=%s", reply_id,
+                         kind or "reply", school_urn is not None)
+        if announced:
+            self._on_published()
+        return stored
+
+    async def _match(self, conn: AsyncConnection, phone: str,
+                     now: dt.datetime) -> dict[str | None, _SchoolMatch]:
+        rows = await conn.execute(
+            select(family_contacts)
+            .where(family_contacts.c.phone == phone,
+                   family_contacts.c.created_at >= now - self._match_window)
+        )
+        matches: dict[str | None, _SchoolMatch] = {}
+        for row in rows:
+            match = matches.setdefault(row.school_urn, _SchoolMatch())
+            match.contact_refs.add(row.contact_ref)
+            match.pupil_ids.update(row.pupil_ids)
+            match.request_ids.add(row.request_id)
+            start = row.episode_start.isoformat() if row.episode_start else ""
+            match.episodes.update((pupil_id, start) for pupil_id in row.pupil_ids)
+        return matches
+
+    async def _announce(self, conn: AsyncConnection, reply_id: str, school_urn: str,
+                        match: _SchoolMatch, now: dt.datetime) -> None:
+        """Tell triage, and stop chasing this family: no further fallback, nothing held."""
+        event = ReplyReceived(reply_id=reply_id, school_urn=school_urn,
+                              pupil_ids=tuple(sorted(match.pupil_ids)),
+                              contact_ref=min(match.contact_refs), received_at=now)
+        await conn.execute(outbox.insert().values(
+            message_id=reply_id, routing_key=REPLY_ROUTING_KEY,
+            body=event.model_dump_json(by_alias=True).encode(), created_at=now))
+        requests = sorted(match.request_ids)
+        await conn.execute(
+            update(contact_requests)
+            .where(contact_requests.c.request_id.in_(requests),
+                   contact_requests.c.state == "chasing")
+            .values(state="replied", check_at=None, updated_at=now))
+        await conn.execute(
+            update(notifications)
+            .where(notifications.c.request_id.in_(requests), notifications.c.kind == "family",
+                   notifications.c.status == "pending")
+            .values(status="cancelled", error="the family replied", updated_at=now))
+
+
+async def _opted_out_anywhere(conn: AsyncConnection, phone: str,
+                              school_urns: list[str | None]) -> bool:
+    for school_urn in {*school_urns, optout.ANY_SCHOOL}:
+        if await optout.is_opted_out(conn, school_urn or optout.ANY_SCHOOL, phone):
+            return True
+    return False

@@ -1,0 +1,89 @@
+"""Reading what the rules need about a batch's pupils, a few queries per batch: their marks
+around the batch's dates, their roster records, and the rules' stored per-pupil state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from servicekit.database import dialect_insert
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from triage.models import marks, pupils, replies, rule_states
+
+# pupil -> date -> session -> code
+PupilMarks = dict[str, dict[dt.date, dict[str, str]]]
+StateKey = tuple[str, str, str]  # pupil, rule, scope
+
+
+async def marks_between(conn: AsyncConnection, school_urn: str, pupil_ids: Iterable[str],
+                        start: dt.date, end: dt.date,
+                        codes: Iterable[str] | None = None) -> PupilMarks:
+    wanted = sorted(set(pupil_ids))
+    found: PupilMarks = defaultdict(lambda: defaultdict(dict))
+    for index in range(0, len(wanted), 500):
+        query = select(marks.c.pupil_id, marks.c.date, marks.c.session, marks.c.code).where(
+            marks.c.school_urn == school_urn,
+            marks.c.pupil_id.in_(wanted[index : index + 500]),
+            marks.c.date >= start,
+            marks.c.date <= end,
+        )
+        if codes is not None:
+            query = query.where(marks.c.code.in_(list(codes)))
+        for pupil_id, day, session, code in await conn.execute(query):
+            found[pupil_id][day][session] = code
+    return found
+
+
+async def roster_records(conn: AsyncConnection, school_urn: str,
+                         pupil_ids: Iterable[str]) -> dict[str, tuple[dict[str, Any], bool]]:
+    rows = await conn.execute(
+        select(pupils.c.pupil_id, pupils.c.record, pupils.c.on_roll).where(
+            pupils.c.school_urn == school_urn, pupils.c.pupil_id.in_(sorted(set(pupil_ids)))
+        )
+    )
+    return {pupil_id: (record, on_roll) for pupil_id, record, on_roll in rows}
+
+
+async def load_states(conn: AsyncConnection, school_urn: str, pupil_ids: Iterable[str]
+                      ) -> dict[StateKey, tuple[bool, int, dt.date | None]]:
+    rows = await conn.execute(
+        select(rule_states.c.pupil_id, rule_states.c.rule, rule_states.c.scope,
+               rule_states.c.armed, rule_states.c.crossings, rule_states.c.covered_until)
+        .where(rule_states.c.school_urn == school_urn,
+               rule_states.c.pupil_id.in_(sorted(set(pupil_ids))))
+    )
+    return {(p, r, s): (armed, crossings, covered) for p, r, s, armed, crossings, covered in rows}
+
+
+async def save_states(conn: AsyncConnection, school_urn: str,
+                      states: dict[StateKey, tuple[bool, int, dt.date | None]],
+                      now: dt.datetime) -> None:
+    if not states:
+        return
+    statement = dialect_insert(conn.engine)(rule_states).values([
+        {"school_urn": school_urn, "pupil_id": p, "rule": r, "scope": s, "armed": armed,
+         "crossings": crossings, "covered_until": covered, "updated_at": now}
+        for (p, r, s), (armed, crossings, covered) in sorted(states.items())
+    ])
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=[rule_states.c.school_urn, rule_states.c.pupil_id, rule_states.c.rule,
+                        rule_states.c.scope],
+        set_={"armed": statement.excluded.armed, "crossings": statement.excluded.crossings,
+              "covered_until": statement.excluded.covered_until, "updated_at": now},
+    ))
+
+
+async def replied_since(conn: AsyncConnection, school_urn: str, pupil_id: str,
+                        since: dt.datetime) -> bool:
+    """rules.md §4 "Replies": has a parent replied about this pupil since `since`?"""
+    row = (await conn.execute(
+        select(replies.c.reply_id).where(
+            replies.c.school_urn == school_urn, replies.c.pupil_id == pupil_id,
+            replies.c.received_at >= since,
+        ).limit(1)
+    )).first()
+    return row is not None

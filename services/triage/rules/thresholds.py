@@ -1,0 +1,127 @@
+"""Rate thresholds with hysteresis (rules.md §3 "Crossings"): `attendance_stage1`,
+`persistent_absence`, `la_referral`, `severe_absence`.
+
+A threshold rule fires once when the rate crosses its line, then stays disarmed until the rate
+has recovered past the line by `hysteresis`: a pupil hovering at 90% is referred once, not
+daily. The armed state and the number of crossings so far are stored per pupil, rule and
+school year; the crossing number is the dedup key ("pupil + crossing").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from triage.policy import Policy
+from triage.rates import Counts, rates_actionable
+from triage.rules.decisions import (
+    ATTENDANCE_STAGE1,
+    LA_REFERRAL,
+    PERSISTENT_ABSENCE,
+    SEVERE_ABSENCE,
+    Decision,
+    Schedule,
+    key,
+)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    rule: str
+    # "attendance_below": fires when attendance_rate < line;
+    # "absence_at": fires when absence_rate >= line.
+    kind: Literal["attendance_below", "absence_at"]
+    line: float
+
+    def crossed(self, counts: Counts) -> bool:
+        line = Fraction(repr(self.line))
+        absence = Fraction(counts.absent, counts.possible)
+        if self.kind == "attendance_below":
+            return 1 - absence < line
+        return absence >= line
+
+    def recovered(self, counts: Counts, hysteresis: float) -> bool:
+        """Back past the line by at least `hysteresis` (percentage points as a fraction)."""
+        margin = Fraction(repr(hysteresis))
+        line = Fraction(repr(self.line))
+        absence = Fraction(counts.absent, counts.possible)
+        if self.kind == "attendance_below":
+            return 1 - absence >= line + margin
+        return absence <= line - margin
+
+    def describe(self) -> str:
+        if self.kind == "attendance_below":
+            return f"attendance below {self.line:.0%}"
+        return f"absence at or above {self.line:.0%}"
+
+
+def thresholds(policy: Policy) -> tuple[Threshold, ...]:
+    return (
+        # seed 003 §11 stage 1: attendance below 92%.
+        Threshold(ATTENDANCE_STAGE1, "attendance_below", policy.stage1_below),
+        # seed 003 §4.2, seed 001: persistent absence at 10%.
+        Threshold(PERSISTENT_ABSENCE, "absence_at", policy.persistent_at),
+        # seed 003 §5: "refer … if attendance moves below 90%".
+        Threshold(LA_REFERRAL, "attendance_below", policy.referral_below),
+        # seed 003 §4.1: severe absence at 50%.
+        Threshold(SEVERE_ABSENCE, "absence_at", policy.severe_at),
+    )
+
+
+@dataclass(frozen=True)
+class CrossingState:
+    armed: bool = True
+    crossings: int = 0
+
+
+def crossing_key(rule: str, school_urn: str, pupil_id: str, year_start: dt.date,
+                 crossing: int) -> str:
+    return key(rule, school_urn, pupil_id, f"{year_start.year}", f"crossing-{crossing}")
+
+
+def rate_inputs(counts: Counts) -> dict[str, float | int]:
+    return {"possible": counts.possible, "absent": counts.absent,
+            "unauthorised": counts.unauthorised,
+            "attendance_rate": round(counts.attendance_rate, 4),
+            "absence_rate": round(counts.absence_rate, 4)}
+
+
+def crossing(
+    threshold: Threshold,
+    *,
+    school_urn: str,
+    pupil_id: str,
+    counts: Counts,
+    year_start: dt.date,
+    state: CrossingState,
+    policy: Policy,
+    now: dt.datetime,
+) -> tuple[CrossingState, Decision | None]:
+    """The new state, and the decision to fire if the rate has just crossed the line."""
+    if not rates_actionable(counts, policy.min_possible_sessions):
+        return state, None
+    if not state.armed:
+        if threshold.recovered(counts, policy.hysteresis):
+            return CrossingState(armed=True, crossings=state.crossings), None
+        return state, None
+    if not threshold.crossed(counts):
+        return state, None
+    number = state.crossings + 1
+    decision = Schedule(
+        threshold.rule,
+        crossing_key(threshold.rule, school_urn, pupil_id, year_start, number),
+        now,
+        f"{threshold.describe()} (crossing {number} this school year)",
+        {**rate_inputs(counts), "line": threshold.line, "crossing": number,
+         "year_start": year_start.isoformat()},
+    )
+    return CrossingState(armed=False, crossings=number), decision
+
+
+def threshold_still_crossed(threshold: Threshold, counts: Counts) -> str | None:
+    """Re-checked when the message is due: an amendment may have undone the crossing."""
+    if counts.possible == 0 or not threshold.crossed(counts):
+        return f"amended since: no longer {threshold.describe()}"
+    return None

@@ -1,0 +1,84 @@
+"""`GET /api/v1/pupils/{id}/timeline`: what a safeguarding lead shows an inspector — the
+pupil's marks, every rule decision with its reason and inputs, tasks, the contacts requested
+and parents' replies, in time order, with the rates for the school year."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from servicekit.web import Authenticated
+from sqlalchemy import select
+
+from triage import counters
+from triage.models import decisions, marks, pupils, replies, scheduled_actions, tasks
+from triage.rates import school_year_start
+
+if TYPE_CHECKING:
+    from triage.app import TriageService
+
+router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
+
+
+@router.get("/pupils/{pupil_id}/timeline")
+async def pupil_timeline(
+    pupil_id: str,
+    request: Request,
+    school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
+    since: dt.date | None = None,
+) -> dict[str, Any]:
+    service: TriageService = request.app.state.service
+    today = service.clock.now().date()
+    since = since or school_year_start(today)
+    async with service.engine.connect() as conn:
+        pupil = (await conn.execute(select(pupils.c.on_roll, pupils.c.removed_on).where(
+            pupils.c.school_urn == school_urn, pupils.c.pupil_id == pupil_id))).first()
+        if pupil is None:
+            raise HTTPException(404, "no such pupil at this school")
+        of_pupil = {"school_urn": school_urn, "pupil_id": pupil_id}
+
+        def where(table: Any) -> Any:
+            return [table.c[k] == v for k, v in of_pupil.items()]
+
+        mark_rows = await conn.execute(
+            select(marks.c.date, marks.c.session, marks.c.code, marks.c.recorded_at,
+                   marks.c.event_id)
+            .where(*where(marks), marks.c.date >= since).order_by(marks.c.date, marks.c.session))
+        decision_rows = await conn.execute(
+            select(decisions.c.decided_at, decisions.c.rule, decisions.c.outcome,
+                   decisions.c.reason, decisions.c.inputs, decisions.c.dedup_key)
+            .where(*where(decisions)).order_by(decisions.c.id))
+        action_rows = await conn.execute(
+            select(scheduled_actions.c.rule, scheduled_actions.c.dedup_key,
+                   scheduled_actions.c.date, scheduled_actions.c.episode_start,
+                   scheduled_actions.c.due_at, scheduled_actions.c.status,
+                   scheduled_actions.c.reason, scheduled_actions.c.updated_at)
+            .where(*where(scheduled_actions)).order_by(scheduled_actions.c.id))
+        task_rows = await conn.execute(
+            select(tasks.c.id, tasks.c.kind, tasks.c.episode_start, tasks.c.status,
+                   tasks.c.outcome, tasks.c.created_at, tasks.c.updated_at)
+            .where(*where(tasks)).order_by(tasks.c.id))
+        reply_rows = await conn.execute(
+            select(replies.c.reply_id, replies.c.contact_ref, replies.c.received_at)
+            .where(*where(replies)).order_by(replies.c.received_at))
+        year = school_year_start(today)
+        counts = (await counters.load(conn, [(school_urn, pupil_id, year)])).popitem()[1]
+        actions = [dict(r._mapping) for r in action_rows]
+        return {
+            "school_urn": school_urn,
+            "pupil_id": pupil_id,
+            "on_roll": pupil.on_roll,
+            "removed_on": pupil.removed_on,
+            "rates": {"year_start": year, "possible_sessions": counts.possible,
+                      "absent_sessions": counts.absent,
+                      "unauthorised_sessions": counts.unauthorised,
+                      "attendance_rate": round(counts.attendance_rate, 4),
+                      "absence_rate": round(counts.absence_rate, 4)},
+            "marks": [dict(r._mapping) for r in mark_rows],
+            "decisions": [dict(r._mapping) for r in decision_rows],
+            "actions": actions,
+            "notifications_requested": [a for a in actions if a["status"] == "requested"],
+            "tasks": [dict(r._mapping) for r in task_rows],
+            "replies": [dict(r._mapping) for r in reply_rows],
+        }

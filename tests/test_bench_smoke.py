@@ -1,0 +1,67 @@
+"""The benchmark's local authority looks like a real one: fast, no broker, no database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from bench.generator import LONDON, Authority, expected_first_day_sms, generate
+
+MONDAY = dt.date(2026, 11, 23)
+REGISTERS = dt.datetime(2026, 11, 23, 8, 40, tzinfo=LONDON)
+
+
+def tiny(seed: int = 7) -> Authority:
+    return generate(seed=seed, schools=4, pupils=4_000, day=MONDAY, recorded_from=REGISTERS)
+
+
+def test_the_same_seed_gives_the_same_morning() -> None:
+    first, again, other = tiny(), tiny(), tiny(seed=8)
+    assert first.events() == again.events() and first.schools == again.schools
+    assert first.events() != other.events()
+
+
+def test_about_seven_percent_of_pupils_are_absent() -> None:
+    authority = tiny()
+    absent = [m for m in authority.marks if m["code"] not in ("/", "L")]
+    assert len(authority.marks) == authority.pupil_count == 4_000
+    assert 0.05 <= len(absent) / len(authority.marks) <= 0.09
+
+
+def test_siblings_share_their_contacts_and_are_absent_together() -> None:
+    authority = tiny()
+    records = {(s["urn"], p["id"]): p for s in authority.schools for p in s["pupils"]}
+    families: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for key, family in authority.family_of.items():
+        families[family].append(key)
+    siblings = [keys for keys in families.values() if len(keys) > 1]
+    assert siblings
+    for keys in siblings:
+        assert len({records[k]["contacts"][0]["phone"] for k in keys}) == 1
+        assert len({urn for urn, _ in keys}) == 1
+    codes = {(m["school_urn"], m["pupil_id"]): m["code"] for m in authority.marks}
+    absent_with_sibling = [keys for keys in siblings
+                           if any(codes[k] not in ("/", "L") for k in keys)]
+    together = [keys for keys in absent_with_sibling
+                if sum(codes[k] not in ("/", "L") for k in keys) > 1]
+    assert len(together) / len(absent_with_sibling) > 0.5
+
+
+def test_three_percent_of_pupils_have_a_social_worker() -> None:
+    pupils = [p for s in tiny().schools for p in s["pupils"]]
+    share = sum("social_worker" in p for p in pupils) / len(pupils)
+    assert 0.02 <= share <= 0.04
+
+
+def test_a_tenth_of_unexplained_marks_are_recoded_later() -> None:
+    authority = tiny()
+    originals = {(m["school_urn"], m["pupil_id"]): m for m in authority.marks}
+    unexplained = [m for m in authority.marks if m["code"] == "N"]
+    assert abs(len(authority.amendments) - round(len(unexplained) / 10)) <= 1
+    for amendment in authority.amendments:
+        original = originals[(amendment["school_urn"], amendment["pupil_id"])]
+        assert original["code"] == "N" and amendment["code"] != "N"
+        assert amendment["recorded_at"] > original["recorded_at"]
+        assert amendment["event_id"] != original["event_id"]
+    amended_away = {(a["school_urn"], a["pupil_id"]) for a in authority.amendments}
+    assert set(expected_first_day_sms(authority)).isdisjoint(amended_away)

@@ -1,0 +1,87 @@
+"""rules.md §4 data minimisation: every family-facing template of every rule, in every
+language and channel, carries the child's first name, the school and how to reply — never a
+register code, a reason, a health detail or the office comment. Professional templates render
+for every rule (StrictUndefined: a missing variable fails here, not in a message)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+from broker_messages.codes import CODE_CATEGORIES
+from broker_messages.contact import ContactRequest, PupilRef, Recipient, School
+from notifier.templates import TemplateLibrary
+from triage.rules.decisions import ALL_RULES, FAMILY_RULES
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+LANGUAGES = ("en", "cy")
+CHANNELS = ("sms", "voice", "email")
+SECRET_COMMENT = "Mum said hospital appointment"
+
+
+def _request(rule: str) -> ContactRequest:
+    return ContactRequest(
+        request_id=f"{rule}:test", rule=rule,
+        school=School(urn="123456", name="Millbrook Primary School", phone="+441235764822"),
+        date=dt.date(2026, 11, 23),
+        pupils=(PupilRef(pupil_id="P0001", given_name="Sally", family_name="Smithson"),
+                PupilRef(pupil_id="P0002", given_name="Tom", family_name="Smithson")),
+        episode_start=dt.date(2026, 11, 19),
+        details={"attendance_percent": 88.5, "absence_percent": 11.5, "possible_sessions": 52,
+                 "visit_day": "2026-11-23"},
+        requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
+    )
+
+
+def _recipient(role: str, language: str) -> Recipient:
+    return Recipient(role=role, ref="P0001/contact/1", name="Jane Doe", phone="+447700900001",
+                     email="jane@example.com", language=language,
+                     channels=("sms", "voice", "email"))  # type: ignore[arg-type]
+
+
+def _parts(library: TemplateLibrary, rule: str, role: str, language: str) -> list[str]:
+    request = _request(rule)
+    texts = []
+    for channel in CHANNELS:
+        rendered = library.render_request(request, _recipient(role, language), channel)
+        texts += [rendered.body, rendered.subject or "", rendered.html or ""]
+    return texts
+
+
+def test_every_rule_has_every_channel_and_language() -> None:
+    missing = [f"{rule}/{channel}.{lang}.{part}.j2"
+               for rule in ALL_RULES for lang in LANGUAGES for channel in CHANNELS
+               for part in (("subject", "txt", "html") if channel == "email" else ("txt",))
+               if not (TEMPLATES / rule / f"{channel}.{lang}.{part}.j2").exists()
+               ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("rule", FAMILY_RULES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_family_messages_carry_no_code_reason_or_comment(rule: str, language: str) -> None:
+    library = TemplateLibrary(TEMPLATES)
+    for text in _parts(library, rule, "parent", language):
+        if not text:
+            continue
+        assert "Sally" in text or "Millbrook" in text
+        assert "Smithson" not in text, "family messages use first names only"
+        assert "P0001" not in text
+        assert SECRET_COMMENT not in text
+        words = set(re.findall(r"[A-Za-z0-9#/\\]+", text))
+        assert not words & set(CODE_CATEGORIES), (rule, language, words & set(CODE_CATEGORIES))
+        lowered = text.lower()
+        for forbidden in ("code", "unauthorised", "illness", "medical", "reason:", "comment"):
+            assert forbidden not in lowered, (rule, language, forbidden, text)
+
+
+@pytest.mark.parametrize("rule", [r for r in ALL_RULES if r != "first_day_contact"])
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_professional_messages_name_the_pupil_in_full(rule: str, language: str) -> None:
+    library = TemplateLibrary(TEMPLATES)
+    role = "local_authority"
+    texts = _parts(library, rule, role, language)
+    assert any("Sally Smithson" in t for t in texts)
+    assert all(SECRET_COMMENT not in t for t in texts)
