@@ -34,13 +34,18 @@ def amqp_url() -> Iterator[str]:
     ctl = shutil.which("rabbitmqctl")
     created = False
     if ctl:
-        created = subprocess.run([ctl, "add_vhost", vhost], capture_output=True).returncode == 0
-        if created:
-            subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                           capture_output=True, check=True)
+        try:
+            created = subprocess.run([ctl, "add_vhost", vhost], capture_output=True,
+                                     timeout=60).returncode == 0
+            if created:
+                subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                               capture_output=True, check=True, timeout=60)
+        except (subprocess.TimeoutExpired, subprocess.CalledProcessError):
+            created = False
     yield AMQP_BASE.rstrip("/") + "/" + vhost if created else AMQP_BASE
     if created:
-        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)  # type: ignore[list-item]
+        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True,  # type: ignore[list-item]
+                       timeout=60)
 
 
 @pytest.fixture

@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from notifier.models import notifications
 from sqlalchemy import func, select
+from triage.models import marks
 
 from tests.factories import contact, mark, pupil, school
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.twilio_stub import TwilioStub
 from tests.stack import Stack
-from notifier.models import notifications
-from triage.models import marks
 
 PUPILS = 60
 ABSENT = {f"P{n:03d}" for n in range(0, PUPILS, 3)}  # every third pupil: 20 absent
@@ -141,22 +140,21 @@ async def test_postgresql_outage_holds_events_unacked_and_recovers_without_resta
     amqp_url: str, broker: Any, postgres_url: str, twilio: TwilioStub, smtp: SmtpSink,
     tmp_path: Path,
 ) -> None:
-    async with TcpProxy("127.0.0.1", 5432) as pg_proxy:
-        async with Stack(amqp_url=amqp_url, broker=broker,
-                         database_url=_through(postgres_url, pg_proxy), twilio=twilio,
-                         smtp=smtp, workdir=tmp_path) as stack:
-            assert (await stack.put_school(_school())).status_code == 200
-            pg_proxy.refuse()
-            await stack.publish(*_morning())
-            assert (await stack.triage_api.get("/readyz")).status_code == 503
-            # Nothing was acked while the database was away...
-            assert stack.triage.consumer is not None
-            settled_during_outage = stack.triage.consumer.settled
-            assert settled_during_outage == 0
-            pg_proxy.accept()
-            # ...and everything is applied once it is back, with no restart.
-            await stack.processed(timeout=30)
-            assert await _stored_marks(stack) == PUPILS
-            stack.at(9, 30)
-            await stack.run_due()
-            await _expect_one_text_per_absent_pupil(stack)
+    async with TcpProxy("127.0.0.1", 5432) as pg_proxy, Stack(amqp_url=amqp_url, broker=broker,
+                     database_url=_through(postgres_url, pg_proxy), twilio=twilio,
+                     smtp=smtp, workdir=tmp_path) as stack:
+        assert (await stack.put_school(_school())).status_code == 200
+        pg_proxy.refuse()
+        await stack.publish(*_morning())
+        assert (await stack.triage_api.get("/readyz")).status_code == 503
+        # Nothing was acked while the database was away...
+        assert stack.triage.consumer is not None
+        settled_during_outage = stack.triage.consumer.settled
+        assert settled_during_outage == 0
+        pg_proxy.accept()
+        # ...and everything is applied once it is back, with no restart.
+        await stack.processed(timeout=30)
+        assert await _stored_marks(stack) == PUPILS
+        stack.at(9, 30)
+        await stack.run_due()
+        await _expect_one_text_per_absent_pupil(stack)

@@ -19,10 +19,10 @@ from typing import Any
 import aio_pika
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from broker_messages import topology
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from broker_messages import topology
 from tests.factories import LONDON, contact, mark, pupil, school
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
-
 from broker_messages import topology
+from sqlalchemy import func, select
+from triage.models import marks, parked_events, pupils, received_events, schools
+
 from tests.factories import URN, contact, mark, pupil, school
 from tests.stack import Stack
-from triage.models import marks, parked_events, pupils, received_events, schools
 
 NESTED = "[" * 5000 + "]" * 5000
 

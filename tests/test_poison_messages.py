@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from broker_messages import topology
+
 from tests.factories import contact, mark, pupil, school
 from tests.stack import Stack
 

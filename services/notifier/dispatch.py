@@ -72,7 +72,14 @@ class Dispatcher:
             claimed = await self._claim()
             if not claimed:
                 return total
-            await asyncio.gather(*(self._send(row) for row in claimed))
+            async with self._engine.connect() as conn:
+                stopped = await optout.opted_out_among(
+                    conn, {(row.school_urn, row.to) for row in claimed if row.channel == "sms"})
+            await asyncio.gather(*(
+                self._send(row, opted_out=(row.school_urn, row.to) in stopped
+                           and row.channel == "sms")
+                for row in claimed
+            ))
             total += len(claimed)
 
     async def _claim(self) -> list[Row[Any]]:
@@ -106,7 +113,7 @@ class Dispatcher:
             )
             return list(claimed.all())
 
-    async def _send(self, row: Row[Any]) -> None:
+    async def _send(self, row: Row[Any], *, opted_out: bool) -> None:
         message = OutgoingMessage(notification_id=row.id, channel=row.channel, to=row.to,
                                   body=row.body, subject=row.subject, html=row.html,
                                   language=row.language)
@@ -114,7 +121,7 @@ class Dispatcher:
         result: ProviderResult | None = None
         error: ProviderError | None = None
         async with self._slots:
-            if row.channel == "sms" and await self._opted_out(row):
+            if opted_out:
                 error = ProviderError("number has opted out (STOP)", retryable=False,
                                       code=optout.UNSUBSCRIBED_CODE)
             elif row.uncertain and (found := await self._already_sent(message)) is not None:
@@ -158,10 +165,6 @@ class Dispatcher:
             log.warning("notifier.send.reconcile_failed notification_id=%s",
                         message.notification_id)
             return None
-
-    async def _opted_out(self, row: Row[Any]) -> bool:
-        async with self._engine.connect() as conn:
-            return await optout.is_opted_out(conn, row.school_urn, row.to)
 
     async def _settle(self, row: Row[Any], attempts: int, result: ProviderResult | None,
                       error: ProviderError | None) -> None:

@@ -52,6 +52,20 @@ async def opt_in(conn: AsyncConnection, school_urns: list[str], phone: str) -> N
     )
 
 
+async def opted_out_among(conn: AsyncConnection, wanted: set[tuple[str, str]]
+                          ) -> set[tuple[str, str]]:
+    """Which of these (school, phone) pairs may not be texted: one query for a whole batch."""
+    if not wanted:
+        return set()
+    rows = await conn.execute(
+        select(opt_outs.c.school_urn, opt_outs.c.phone)
+        .where(opt_outs.c.phone.in_(sorted({phone for _, phone in wanted})))
+    )
+    stopped = {(urn, phone) for urn, phone in rows}
+    return {(urn, phone) for urn, phone in wanted
+            if (urn, phone) in stopped or (ANY_SCHOOL, phone) in stopped}
+
+
 async def is_opted_out(conn: AsyncConnection, school_urn: str, phone: str) -> bool:
     found = await conn.execute(
         select(opt_outs.c.phone).where(opt_outs.c.phone == phone,

@@ -100,7 +100,7 @@ class BatchConsumer(Generic[T]):
     async def stop(self) -> None:
         if self._queue is not None and self._tag is not None:
             try:
-                await self._queue.cancel(self._tag)
+                await asyncio.wait_for(self._queue.cancel(self._tag), timeout=5)
             except Exception:  # noqa: BLE001 - the channel may already be gone
                 log.debug("%s.consumer.cancel_failed", self._name)
 
@@ -113,7 +113,7 @@ class BatchConsumer(Generic[T]):
                 await self.process(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - e.g. the channel closed under us: the broker
+            except Exception:
                 # redelivers whatever we could not ack, so keep consuming.
                 log.exception("%s.batch.unsettled size=%d", self._name, len(batch))
 

@@ -107,7 +107,7 @@ class OutboxRelay:
                 await self.publish_pending()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - broker or database away: retry on next tick
+            except Exception:
                 log.exception("outbox.publish.failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)

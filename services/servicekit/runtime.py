@@ -20,12 +20,12 @@ class Workers:
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coroutine))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a loop stuck in a driver call must not hold up shutdown for ever.
+            await asyncio.wait(self._tasks, timeout=timeout)
         self._tasks.clear()
 
 

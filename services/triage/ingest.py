@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
@@ -12,7 +13,7 @@ from broker_messages.codes import LEGACY_CODES, canonical_code
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from servicekit.clock import Clock, local_date
 from servicekit.database import dialect_insert
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import counters
@@ -157,25 +158,25 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
     """Insert into the deduplication log; returns the event ids seen for the first time."""
     if not events:
         return set()
+    # One cached statement run over the rows (executemany), rather than a multi-row VALUES
+    # that would be compiled, and prepared by the driver, afresh for every batch.
     statement = (
         dialect_insert(conn.engine)(received_events)
-        .values(
-            [
-                {
-                    "event_id": e.event_id,
-                    "kind": e.schema_,
-                    "school_urn": e.school_urn,
-                    "pupil_id": e.pupil_id,
-                    "payload": e.model_dump(mode="json", by_alias=True),
-                    "received_at": now,
-                }
-                for e in events
-            ]
-        )
         .on_conflict_do_nothing()
         .returning(received_events.c.event_id)
     )
-    return set((await conn.execute(statement)).scalars())
+    rows = [
+        {
+            "event_id": e.event_id,
+            "kind": e.schema_,
+            "school_urn": e.school_urn,
+            "pupil_id": e.pupil_id,
+            "payload": e.model_dump(mode="json", by_alias=True),
+            "received_at": now,
+        }
+        for e in events
+    ]
+    return set((await conn.execute(statement, rows)).scalars())
 
 
 async def _pupils_on_roster(conn: AsyncConnection, keys: set[PupilKey]) -> set[PupilKey]:
@@ -202,6 +203,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
             latest[key] = mark
     if not latest:
         return
+    await _lock_pupils(conn, {(key[0], key[1]) for key in latest})
     previous = await _current_marks(conn, list(latest))
     winners = {
         key: mark for key, mark in latest.items()
@@ -209,36 +211,46 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
     }
     if not winners:
         return  # every mark was older than what we hold: recorded, changes nothing
-    statement = dialect_insert(conn.engine)(marks).values(
-        [
-            {
-                "school_urn": m.school_urn,
-                "pupil_id": m.pupil_id,
-                "date": m.date,
-                "session": m.session,
-                "code": canonical_code(m.code),
-                "recorded_at": m.recorded_at,
-                "event_id": m.event_id,
-            }
-            for m in winners.values()
-        ]
+    statement = dialect_insert(conn.engine)(marks)
+    statement = statement.on_conflict_do_update(
+        index_elements=[marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session],
+        set_={
+            "code": statement.excluded.code,
+            "recorded_at": statement.excluded.recorded_at,
+            "event_id": statement.excluded.event_id,
+        },
+        where=marks.c.recorded_at < statement.excluded.recorded_at,
     )
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session],
-            set_={
-                "code": statement.excluded.code,
-                "recorded_at": statement.excluded.recorded_at,
-                "event_id": statement.excluded.event_id,
-            },
-            where=marks.c.recorded_at < statement.excluded.recorded_at,
-        )
-    )
+    await conn.execute(statement, [
+        {
+            "school_urn": m.school_urn,
+            "pupil_id": m.pupil_id,
+            "date": m.date,
+            "session": m.session,
+            "code": canonical_code(m.code),
+            "recorded_at": m.recorded_at,
+            "event_id": m.event_id,
+        }
+        for m in winners.values()
+    ])
     changes = [
         (key, previous[key][0] if key in previous else None, canonical_code(mark.code))
         for key, mark in winners.items()
     ]
     await counters.apply_changes(conn, changes, now)
+
+
+async def _lock_pupils(conn: AsyncConnection, keys: set[PupilKey]) -> None:
+    """Replicas on PostgreSQL take turns per pupil for the rest of the transaction: reading a
+    pupil's current marks and moving their counters must not interleave with another batch
+    for the same pupil. Locks are taken in one sorted order, so they cannot deadlock."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite has one writer at a time, and a stale read fails and is retried
+    ids = sorted({zlib.crc32(f"{urn}/{pupil_id}".encode()) for urn, pupil_id in keys})
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ids AS bigint[])) AS k"),
+        {"ids": ids},
+    )
 
 
 async def _current_marks(

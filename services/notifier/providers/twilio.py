@@ -70,7 +70,7 @@ class TwilioSms:
         try:
             async with asyncio.timeout(self._twilio.timeout):
                 recent = await self._twilio.client.messages.list_async(to=message.to, limit=50)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise classify(error) from error
         for sent in recent:
             if sent.body == message.body and sent.sid:

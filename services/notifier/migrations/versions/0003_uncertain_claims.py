@@ -5,10 +5,8 @@ Revises: 0002
 Create Date: 2026-11-24 00:41:48.373303
 """
 
-from alembic import op
 import sqlalchemy as sa
-import servicekit.database
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'
