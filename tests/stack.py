@@ -84,7 +84,8 @@ def family_request(clock_now: dt.datetime, *family: Recipient,
 class Stack:
     def __init__(self, *, amqp_url: str, broker: aio_pika.abc.AbstractRobustConnection,
                  database_url: str, twilio: TwilioStub, smtp: SmtpSink, workdir: Path,
-                 start: dt.datetime = MONDAY_MORNING) -> None:
+                 start: dt.datetime = MONDAY_MORNING,
+                 notifier_overrides: dict[str, Any] | None = None) -> None:
         self.clock = FrozenClock(start)
         self.broker = broker
         self.twilio = twilio
@@ -101,7 +102,8 @@ class Stack:
             twilio_account_sid=twilio.account_sid, twilio_auth_token=SecretStr(twilio.auth_token),
             twilio_from=SENDER, twilio_api_base=twilio.base_url,
             smtp_host=smtp.host, smtp_port=smtp.port, smtp_from="attendance@school.example",
-            NOTIFIER_RETRY_INITIAL_SECONDS=0.01, NOTIFIER_PROVIDER_TIMEOUT=5,
+            **{"NOTIFIER_RETRY_INITIAL_SECONDS": 0.01, "NOTIFIER_PROVIDER_TIMEOUT": 5,
+               **(notifier_overrides or {})},
         )
         self.triage = TriageService(self.triage_settings, self.clock, run_scheduler=False)
         self.notifier = NotifierService(self.notifier_settings, self.clock)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -158,3 +160,51 @@ async def test_postgresql_outage_holds_events_unacked_and_recovers_without_resta
         stack.at(9, 30)
         await stack.run_due()
         await _expect_one_text_per_absent_pupil(stack)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    assert ctl, "rabbitmqctl is needed to restart the broker"
+    subprocess.run([ctl, *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def restartable_broker() -> Iterator[None]:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("needs rabbitmqctl to restart the local broker")
+    yield
+    _rabbitmqctl("start_app")  # whatever happened, leave the broker running
+    _rabbitmqctl("await_startup")
+
+
+async def test_rabbitmq_restart_loses_nothing_and_consumers_resume(
+    amqp_url: str, broker: Any, database_url: str, twilio: TwilioStub, smtp: SmtpSink,
+    tmp_path: Path, restartable_broker: None,
+) -> None:
+    async with Stack(amqp_url=amqp_url, broker=broker, database_url=database_url,
+                     twilio=twilio, smtp=smtp, workdir=tmp_path) as stack:
+        assert (await stack.put_school(_school())).status_code == 200
+        await stack.publish(*_morning())
+        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+
+        async def status(code: int) -> bool:
+            return (await stack.triage_api.get("/readyz")).status_code == code
+
+        await eventually(lambda: status(503))
+        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await asyncio.to_thread(_rabbitmqctl, "await_startup")
+        await eventually(lambda: status(200), timeout=60)
+        # Durable quorum queues kept what was not yet acked; the consumers came back.
+        await eventually(lambda: _stored_marks_equal(stack, PUPILS), timeout=60)
+        stack.at(9, 30)
+        await stack.triage.scheduler.run_due()  # type: ignore[union-attr]
+        await eventually(lambda: _relay_flushed(stack), timeout=60)
+        await _expect_one_text_per_absent_pupil(stack)
+
+
+async def _relay_flushed(stack: Stack) -> bool:
+    assert stack.triage.relay is not None
+    with contextlib.suppress(Exception):
+        await stack.triage.relay.publish_pending()
+        return True
+    return False
