@@ -113,13 +113,19 @@ def main() -> None:
         response = client.post(f"{triage}/api/v1/events", json=morning_marks(day))
         response.raise_for_status()
         print(f"Published {len(response.json()['accepted'])} register marks for {day}.")
+        # Wait until every notification is settled, or nothing has changed for a few seconds
+        # (texts held for quiet hours stay pending until the window opens).
         deadline = time.monotonic() + 30
         sent: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            sent = client.get(f"{notifier}/api/v1/notifications",
-                              params={"school_urn": URN}).json()
-            if len(sent) >= 6 and all(n["status"] != "pending" for n in sent):
+        unchanged = 0
+        while time.monotonic() < deadline and unchanged < 6:
+            latest = client.get(f"{notifier}/api/v1/notifications",
+                                params={"school_urn": URN}).json()
+            if len(latest) >= 6 and all(n["status"] != "pending" for n in latest):
+                sent = latest
                 break
+            unchanged = unchanged + 1 if latest == sent and latest else 0
+            sent = latest
             time.sleep(0.5)
     for notification in sent:
         print(f"  {notification['rule']}: {notification['channel']} to "
