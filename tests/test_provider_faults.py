@@ -70,3 +70,15 @@ async def test_smtp_refusing_connections_fails_the_email_and_reaches_the_officer
     assert officer[0]["To"] == "attendance@millbrook.example"
     await faulty.dispatch_due()
     assert len(faulty.smtp.messages) == 1, "the officer is told once"
+
+
+async def test_text_accepted_but_unanswered_is_looked_up_not_sent_again(faulty: Stack) -> None:
+    """Twilio took the message but its answer never arrived (time-out): before retrying, the
+    notifier asks Twilio, finds the message and records it; the parent gets one text."""
+    faulty.twilio.lose_answers(1, 2.0)
+    await faulty.publish_requests(family_request(faulty.clock.now(), parent(1), parent(2)))
+    await faulty.sent(1, timeout=20)
+    assert [m["to"] for m in faulty.twilio.messages] == [FIRST]
+    (notification,) = await faulty.notifications()
+    assert notification["status"] == "sent"
+    assert notification["provider_id"] == faulty.twilio.messages[0]["sid"]

@@ -138,6 +138,7 @@ class Dispatcher:
         provider = self._providers[message.channel]
         limit = self.rate_limits.get(message.channel)
         attempts = 0
+        unanswered = False  # an earlier attempt may have been accepted without our hearing
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
@@ -148,9 +149,17 @@ class Dispatcher:
             ):
                 with attempt:
                     attempts += 1
+                    if unanswered and (found := await self._already_sent(message)) is not None:
+                        log.warning("notifier.send.recovered notification_id=%s channel=%s",
+                                    message.notification_id, message.channel)
+                        return attempts, found, None
                     if limit is not None:
                         await limit.acquire()
-                    return attempts, await provider.send(message), None
+                    try:
+                        return attempts, await provider.send(message), None
+                    except ProviderError as error:
+                        unanswered = unanswered or error.ambiguous
+                        raise
         except ProviderError as failure:
             return attempts, None, failure
         except Exception as failure:

@@ -88,6 +88,7 @@ class TwilioStub:
         self.on_accepted: Callable[[dict[str, Any]], None] | None = None
         self._faults: deque[_Fault] = deque()
         self._delays: deque[float] = deque()
+        self._late_answers: deque[float] = deque()
         self._rejected: dict[str, _Fault] = {}
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
@@ -134,6 +135,11 @@ class TwilioStub:
         """Hold the next ``count`` responses. Like real Twilio, a request the client
         abandoned on timeout is still processed and recorded (the duplicate-send risk)."""
         self._delays.extend([seconds] * count)
+
+    def lose_answers(self, count: int, seconds: float) -> None:
+        """Accept the next ``count`` messages, then hold the answer ``seconds``: the client
+        times out although Twilio has the message (the ambiguous failure)."""
+        self._late_answers.extend([seconds] * count)
 
     def reset(self) -> None:
         """Forget recorded traffic and scripted faults, keep the server running."""
@@ -187,6 +193,11 @@ class TwilioStub:
                 self._changed.notify_all()
             if self.on_accepted is not None:
                 self.on_accepted(record)
+            if self._late_answers:
+                try:
+                    await asyncio.wait_for(self._closing.wait(), self._late_answers.popleft())
+                except TimeoutError:
+                    pass
         return response
 
     def _decide(self, request: web.Request, kind: str,

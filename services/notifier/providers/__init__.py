@@ -27,10 +27,14 @@ class ProviderResult:
 
 
 class ProviderError(Exception):
-    def __init__(self, message: str, *, retryable: bool, code: str | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool, code: str | None = None,
+                 ambiguous: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.code = code
+        # The request may have reached the provider (a time-out or a dropped answer): look
+        # before sending again.
+        self.ambiguous = ambiguous
 
 
 class Provider(Protocol):

@@ -42,7 +42,9 @@ def classify(error: BaseException) -> ProviderError:
     if isinstance(error, aiosmtplib.SMTPResponseException):
         return ProviderError(f"smtp answered {error.code}", retryable=400 <= error.code < 500,
                              code=str(error.code))
-    if isinstance(error, aiosmtplib.SMTPException | aiohttp.ClientError | OSError
-                  | asyncio.TimeoutError):
+    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerDisconnectedError):
+        return ProviderError(f"no answer: {type(error).__name__}", retryable=True,
+                             ambiguous=True)
+    if isinstance(error, aiosmtplib.SMTPException | aiohttp.ClientError | OSError):
         return ProviderError(f"transient failure: {type(error).__name__}", retryable=True)
     return ProviderError(f"unexpected failure: {type(error).__name__}", retryable=False)
