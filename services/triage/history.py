@@ -19,25 +19,6 @@ PupilMarks = dict[str, dict[dt.date, dict[str, str]]]
 StateKey = tuple[str, str, str]  # pupil, rule, scope
 
 
-async def marks_between(conn: AsyncConnection, school_urn: str, pupil_ids: Iterable[str],
-                        start: dt.date, end: dt.date,
-                        codes: Iterable[str] | None = None) -> PupilMarks:
-    wanted = sorted(set(pupil_ids))
-    found: PupilMarks = defaultdict(lambda: defaultdict(dict))
-    for index in range(0, len(wanted), 500):
-        query = select(marks.c.pupil_id, marks.c.date, marks.c.session, marks.c.code).where(
-            marks.c.school_urn == school_urn,
-            marks.c.pupil_id.in_(wanted[index : index + 500]),
-            marks.c.date >= start,
-            marks.c.date <= end,
-        )
-        if codes is not None:
-            query = query.where(marks.c.code.in_(list(codes)))
-        for pupil_id, day, session, code in await conn.execute(query):
-            found[pupil_id][day][session] = code
-    return found
-
-
 PupilKey = tuple[str, str]  # school, pupil
 _CHUNK = 300  # keys per IN list
 
@@ -61,6 +42,15 @@ async def marks_between_many(conn: AsyncConnection, keys: Iterable[PupilKey], st
         for urn, pupil_id, day, session, code in await conn.execute(query):
             found[urn][pupil_id][day][session] = code
     return found
+
+
+async def marks_between(conn: AsyncConnection, school_urn: str, pupil_ids: Iterable[str],
+                        start: dt.date, end: dt.date,
+                        codes: Iterable[str] | None = None) -> PupilMarks:
+    """One school's pupils' marks between two dates (see `marks_between_many`)."""
+    found = await marks_between_many(conn, [(school_urn, p) for p in pupil_ids], start, end,
+                                      codes)
+    return found[school_urn]
 
 
 async def roster_records_many(conn: AsyncConnection, keys: Iterable[PupilKey]
@@ -93,33 +83,6 @@ async def load_states_many(conn: AsyncConnection, keys: Iterable[PupilKey]
         for urn, p, r, scope, armed, crossings, covered in rows:
             found[urn][(p, r, scope)] = (armed, crossings, covered)
     return found
-
-
-async def roster_records(conn: AsyncConnection, school_urn: str,
-                         pupil_ids: Iterable[str]) -> dict[str, tuple[dict[str, Any], bool]]:
-    rows = await conn.execute(
-        select(pupils.c.pupil_id, pupils.c.record, pupils.c.on_roll).where(
-            pupils.c.school_urn == school_urn, pupils.c.pupil_id.in_(sorted(set(pupil_ids)))
-        )
-    )
-    return {pupil_id: (record, on_roll) for pupil_id, record, on_roll in rows}
-
-
-async def load_states(conn: AsyncConnection, school_urn: str, pupil_ids: Iterable[str]
-                      ) -> dict[StateKey, tuple[bool, int, dt.date | None]]:
-    rows = await conn.execute(
-        select(rule_states.c.pupil_id, rule_states.c.rule, rule_states.c.scope,
-               rule_states.c.armed, rule_states.c.crossings, rule_states.c.covered_until)
-        .where(rule_states.c.school_urn == school_urn,
-               rule_states.c.pupil_id.in_(sorted(set(pupil_ids))))
-    )
-    return {(p, r, s): (armed, crossings, covered) for p, r, s, armed, crossings, covered in rows}
-
-
-async def save_states(conn: AsyncConnection, school_urn: str,
-                      states: dict[StateKey, tuple[bool, int, dt.date | None]],
-                      now: dt.datetime) -> None:
-    await save_states_many(conn, {school_urn: states}, now)
 
 
 async def save_states_many(conn: AsyncConnection,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -278,19 +277,3 @@ async def _remove_pupil(conn: AsyncConnection, removal: PupilRemoved, now: dt.da
     await decision_store.cancel_pending_for_pupil(
         conn, removal.school_urn, removal.pupil_id, "pupil removed from the register", now
     )
-
-
-async def codes_by_pupil_day(
-    conn: AsyncConnection, school_urn: str, pupil_ids: set[str], dates: set[dt.date]
-) -> dict[tuple[str, dt.date], dict[str, str]]:
-    rows = await conn.execute(
-        select(marks.c.pupil_id, marks.c.date, marks.c.session, marks.c.code).where(
-            marks.c.school_urn == school_urn,
-            marks.c.pupil_id.in_(pupil_ids),
-            marks.c.date.in_(dates),
-        )
-    )
-    codes: dict[tuple[str, dt.date], dict[str, str]] = defaultdict(dict)
-    for pupil_id, day, session, code in rows:
-        codes[(pupil_id, day)][session] = code
-    return codes
