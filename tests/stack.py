@@ -10,7 +10,7 @@ import json
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aio_pika
 import httpx
@@ -118,7 +118,7 @@ class Stack:
         self._published = 0
         self._requests_published = 0
 
-    async def __aenter__(self) -> Stack:
+    async def __aenter__(self) -> Self:
         await self.triage.start()
         await self.notifier.start()
         self._channel = await self.broker.channel(publisher_confirms=True)

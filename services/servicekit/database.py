@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, event, text
+from sqlalchemy import DateTime, Dialect, String, bindparam, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -54,7 +57,13 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # Plan each statement for its own parameters. Statements are prepared once per
+    # connection, and a generic plan chosen while a table was small (a new deployment, a new
+    # school year) would keep scanning it as it grows: an empty `marks` table taught the
+    # planner to walk its whole index for every batch's lookup.
+    return create_async_engine(
+        url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -64,6 +73,34 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 def dialect_insert(engine: AsyncEngine) -> Any:
     """`insert` with ON CONFLICT support for whichever database we are on."""
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
+@functools.cache
+def key_table(dialect_name: str, names: tuple[str, str] = ("school_urn", "pupil_id")) -> Any:
+    """A batch of two-part keys as a table to join against; `key_values` gives its rows.
+
+    `(a, b) IN ((...), (...))` makes SQLite scan the whole table (it cannot use an index for
+    row values against a list), and on both databases it renders a new statement for every
+    batch size. This is one statement whatever the batch (compiled and prepared once), and an
+    index lookup per key: a JSON array walked by `json_each` on SQLite, `unnest` of two
+    arrays on PostgreSQL."""
+    first, second = names
+    if dialect_name == "postgresql":
+        return func.unnest(
+            bindparam("key_firsts", type_=postgresql.ARRAY(String)),
+            bindparam("key_seconds", type_=postgresql.ARRAY(String)),
+        ).table_valued(first, second).render_derived()
+    walked = func.json_each(bindparam("key_rows", type_=String)).table_valued("value")
+    return select(func.json_extract(walked.c.value, "$[0]").label(first),
+                  func.json_extract(walked.c.value, "$[1]").label(second)).subquery()
+
+
+def key_values(dialect_name: str, keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The parameters that fill `key_table`, one row per distinct key."""
+    rows = sorted(set(keys))
+    if dialect_name == "postgresql":
+        return {"key_firsts": [k[0] for k in rows], "key_seconds": [k[1] for k in rows]}
+    return {"key_rows": json.dumps(rows)}
 
 
 def supports_skip_locked(engine: AsyncEngine) -> bool:

@@ -8,9 +8,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from servicekit.database import dialect_insert
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from triage.history import for_pupils, pupil_keys
 from triage.models import attendance_counters, marks
 from triage.rates import Counts, counts_from_codes, delta, school_year_start
 
@@ -31,39 +32,38 @@ async def apply_changes(conn: AsyncConnection, changes: list[MarkChange], now: d
     moved = deltas(changes)
     if not moved:
         return
-    insert = dialect_insert(conn.engine)
     rows = [
         {"school_urn": urn, "pupil_id": pupil_id, "year_start": year, "possible": c.possible,
          "authorised": c.authorised, "unauthorised": c.unauthorised, "updated_at": now}
         for (urn, pupil_id, year), c in sorted(moved.items())  # sorted: a stable lock order
     ]
     table = attendance_counters
-    for start in range(0, len(rows), 500):
-        statement = insert(table).values(rows[start : start + 500])
-        await conn.execute(statement.on_conflict_do_update(
-            index_elements=[table.c.school_urn, table.c.pupil_id, table.c.year_start],
-            set_={
-                "possible": table.c.possible + statement.excluded.possible,
-                "authorised": table.c.authorised + statement.excluded.authorised,
-                "unauthorised": table.c.unauthorised + statement.excluded.unauthorised,
-                "updated_at": now,
-            },
-        ))
+    # One statement run over the rows (executemany): compiled once, not per batch.
+    statement = dialect_insert(conn.engine)(table)
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=[table.c.school_urn, table.c.pupil_id, table.c.year_start],
+        set_={
+            "possible": table.c.possible + statement.excluded.possible,
+            "authorised": table.c.authorised + statement.excluded.authorised,
+            "unauthorised": table.c.unauthorised + statement.excluded.unauthorised,
+            "updated_at": statement.excluded.updated_at,
+        },
+    ), rows)
 
 
 async def load(conn: AsyncConnection, keys: Iterable[CounterKey]) -> dict[CounterKey, Counts]:
-    wanted = list(set(keys))
+    wanted = set(keys)
     found: dict[CounterKey, Counts] = {}
     table = attendance_counters
-    for start in range(0, len(wanted), 300):
-        rows = await conn.execute(
-            select(table.c.school_urn, table.c.pupil_id, table.c.year_start, table.c.possible,
-                   table.c.authorised, table.c.unauthorised)
-            .where(tuple_(table.c.school_urn, table.c.pupil_id, table.c.year_start)
-                   .in_(wanted[start : start + 300]))
-        )
-        for urn, pupil_id, year, possible, authorised, unauthorised in rows:
-            found[(urn, pupil_id, year)] = Counts(possible, authorised, unauthorised)
+    rows = await conn.execute(
+        select(table.c.school_urn, table.c.pupil_id, table.c.year_start, table.c.possible,
+               table.c.authorised, table.c.unauthorised)
+        .select_from(for_pupils(conn.dialect.name, table))
+        .where(table.c.year_start.in_(sorted({k[2] for k in wanted}))),
+        pupil_keys(conn, {(k[0], k[1]) for k in wanted}),
+    )
+    for urn, pupil_id, year, possible, authorised, unauthorised in rows:
+        found[(urn, pupil_id, year)] = Counts(possible, authorised, unauthorised)
     return {k: found.get(k, Counts()) for k in wanted}
 
 

@@ -48,78 +48,76 @@ async def record(
              pupil_id)
 
 
-async def apply(
-    conn: AsyncConnection,
-    decision: Decision,
-    school_urn: str,
-    pupil_id: str,
-    day: dt.date,
-    now: dt.datetime,
-) -> None:
-    """Store a rule's decision. Each takes effect at most once per deduplication key, so
-    redelivered and replayed events change nothing."""
-    if isinstance(decision, Withdraw):
-        cancelled = await conn.execute(
-            update(scheduled_actions)
-            .where(
-                scheduled_actions.c.dedup_key == decision.dedup_key,
-                scheduled_actions.c.status == "pending",
-            )
-            .values(status="cancelled", reason=decision.reason, updated_at=now)
-            .returning(scheduled_actions.c.id)
+async def _withdraw(conn: AsyncConnection, decision: Withdraw, school_urn: str, pupil_id: str,
+                    now: dt.datetime) -> None:
+    cancelled = await conn.execute(
+        update(scheduled_actions)
+        .where(
+            scheduled_actions.c.dedup_key == decision.dedup_key,
+            scheduled_actions.c.status == "pending",
         )
-        if cancelled.first() is None:
-            return
-        outcome = "cancelled"
-    else:
-        status = "pending" if isinstance(decision, Schedule) else "suppressed"
-        due_at = decision.due_at if isinstance(decision, Schedule) else now
-        statement = dialect_insert(conn.engine)(scheduled_actions).values(
-            dedup_key=decision.dedup_key,
-            rule=decision.rule,
-            school_urn=school_urn,
-            pupil_id=pupil_id,
-            date=day,
-            episode_start=decision.episode_start,
-            due_at=due_at,
-            status=status,
-            reason=decision.reason,
-            created_at=now,
-            updated_at=now,
-        )
-        # A cancelled action comes back if the mark returns to N (it never fired); anything
-        # else already stored under this key wins.
-        statement = statement.on_conflict_do_update(
-            index_elements=[scheduled_actions.c.dedup_key],
-            set_={"status": status, "due_at": due_at, "reason": decision.reason, "updated_at": now},
-            where=scheduled_actions.c.status == "cancelled",
-        ).returning(scheduled_actions.c.id)
-        if (await conn.execute(statement)).first() is None:
-            return
-        outcome = "scheduled" if isinstance(decision, Schedule) else "suppressed"
-    await record(
-        conn,
-        rule=decision.rule,
-        school_urn=school_urn,
-        pupil_id=pupil_id,
-        dedup_key=decision.dedup_key,
-        outcome=outcome,
-        reason=decision.reason,
-        inputs=decision.inputs,
-        now=now,
+        .values(status="cancelled", reason=decision.reason, updated_at=now)
+        .returning(scheduled_actions.c.id)
     )
+    if cancelled.first() is None:
+        return
+    await record(conn, rule=decision.rule, school_urn=school_urn, pupil_id=pupil_id,
+                 dedup_key=decision.dedup_key, outcome="cancelled", reason=decision.reason,
+                 inputs=decision.inputs, now=now)
 
 
 async def apply_all(conn: AsyncConnection, placed: list[Placed], now: dt.datetime) -> None:
-    """Store a batch's decisions. Withdrawals are the common case (most marks cancel nothing)
-    and go out as one UPDATE; the rest one by one."""
+    """Store a batch's decisions. Each takes effect at most once per deduplication key, so
+    redelivered and replayed events change nothing.
+    Withdrawals go first (most marks cancel nothing, so they are one SELECT); then every
+    schedule and suppression of the batch is one upsert, the first decision for a key winning
+    as it would in order, and what was stored one insert into the decision log."""
     withdrawals = {d.dedup_key: (d, urn, pupil) for d, urn, pupil, _ in placed
                    if isinstance(d, Withdraw)}
     if withdrawals:
         await _withdraw_all(conn, withdrawals, now)
+    first: dict[str, Placed] = {}
+    for item in placed:
+        if not isinstance(item[0], Withdraw):
+            first.setdefault(item[0].dedup_key, item)
+    if first:
+        await _store_all(conn, list(first.values()), now)
+
+
+async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.datetime) -> None:
+    insert = dialect_insert(conn.engine)(scheduled_actions)
+    # A cancelled action comes back if the mark returns to N (it never fired); anything else
+    # already stored under the key wins, and is not returned.
+    statement = insert.on_conflict_do_update(
+        index_elements=[scheduled_actions.c.dedup_key],
+        set_={"status": insert.excluded.status, "due_at": insert.excluded.due_at,
+              "reason": insert.excluded.reason, "updated_at": insert.excluded.updated_at},
+        where=scheduled_actions.c.status == "cancelled",
+    ).returning(scheduled_actions.c.dedup_key)
+    rows = []
     for decision, urn, pupil_id, day in placed:
-        if not isinstance(decision, Withdraw):
-            await apply(conn, decision, urn, pupil_id, day, now)
+        scheduled = isinstance(decision, Schedule)
+        rows.append({
+            "dedup_key": decision.dedup_key, "rule": decision.rule, "school_urn": urn,
+            "pupil_id": pupil_id, "date": day, "episode_start": decision.episode_start,
+            "due_at": decision.due_at if isinstance(decision, Schedule) else now,
+            "status": "pending" if scheduled else "suppressed", "reason": decision.reason,
+            "created_at": now, "updated_at": now,
+        })
+    stored = set((await conn.execute(statement, rows)).scalars())
+    log_rows = []
+    for decision, urn, pupil_id, _day in placed:
+        if decision.dedup_key not in stored:
+            continue
+        outcome = "scheduled" if isinstance(decision, Schedule) else "suppressed"
+        log_rows.append({"rule": decision.rule, "school_urn": urn, "pupil_id": pupil_id,
+                         "dedup_key": decision.dedup_key, "outcome": outcome,
+                         "reason": decision.reason, "inputs": dict(decision.inputs),
+                         "decided_at": now})
+        log.info("triage.decision.%s rule=%s school_urn=%s pupil_id=%s", outcome,
+                 decision.rule, urn, pupil_id)
+    if log_rows:
+        await conn.execute(decisions.insert(), log_rows)
 
 
 async def _withdraw_all(conn: AsyncConnection,
@@ -135,8 +133,8 @@ async def _withdraw_all(conn: AsyncConnection,
             )
         )).scalars().all()
         for dedup_key in pending:
-            await apply(conn, withdrawals[dedup_key][0], withdrawals[dedup_key][1],
-                        withdrawals[dedup_key][2], now.date(), now)
+            decision, urn, pupil_id = withdrawals[dedup_key]
+            await _withdraw(conn, decision, urn, pupil_id, now)
 
 
 async def cancel_pending(

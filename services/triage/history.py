@@ -4,13 +4,15 @@ around the batch's dates, their roster records, and the rules' stored per-pupil 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from servicekit.database import dialect_insert
-from sqlalchemy import select, tuple_
+from servicekit.database import dialect_insert, key_table, key_values
+from sqlalchemy import Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import FromClause
 
 from triage.models import marks, pupils, replies, rule_states
 
@@ -20,27 +22,35 @@ StateKey = tuple[str, str, str]  # pupil, rule, scope
 
 
 PupilKey = tuple[str, str]  # school, pupil
-_CHUNK = 300  # keys per IN list
+
+
+@functools.cache
+def for_pupils(dialect_name: str, table: Table) -> FromClause:
+    """`table` restricted to a batch of pupils of any schools, as one index lookup per pupil;
+    execute with `pupil_keys(conn, keys)` as the parameters."""
+    wanted = key_table(dialect_name)
+    return wanted.join(table, and_(table.c.school_urn == wanted.c.school_urn,
+                                   table.c.pupil_id == wanted.c.pupil_id))
+
+
+def pupil_keys(conn: AsyncConnection, keys: Iterable[PupilKey]) -> dict[str, Any]:
+    return key_values(conn.dialect.name, keys)
 
 
 async def marks_between_many(conn: AsyncConnection, keys: Iterable[PupilKey], start: dt.date,
                              end: dt.date, codes: Iterable[str] | None = None
                              ) -> dict[str, PupilMarks]:
-    """`marks_between` for pupils of many schools in one query per 300 pupils: a busy
-    morning's batch spans dozens of schools, and a query per school dominated its cost."""
-    wanted = sorted(set(keys))
+    """`marks_between` for pupils of many schools in one query: a busy morning's batch spans
+    dozens of schools, and a query per school dominated its cost."""
     found: dict[str, PupilMarks] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    for index in range(0, len(wanted), _CHUNK):
-        query = select(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
-                       marks.c.code).where(
-            tuple_(marks.c.school_urn, marks.c.pupil_id).in_(wanted[index : index + _CHUNK]),
-            marks.c.date >= start,
-            marks.c.date <= end,
-        )
-        if codes is not None:
-            query = query.where(marks.c.code.in_(list(codes)))
-        for urn, pupil_id, day, session, code in await conn.execute(query):
-            found[urn][pupil_id][day][session] = code
+    query = (select(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
+                    marks.c.code)
+             .select_from(for_pupils(conn.dialect.name, marks))
+             .where(marks.c.date >= start, marks.c.date <= end))
+    if codes is not None:
+        query = query.where(marks.c.code.in_(sorted(codes)))
+    for urn, pupil_id, day, session, code in await conn.execute(query, pupil_keys(conn, keys)):
+        found[urn][pupil_id][day][session] = code
     return found
 
 
@@ -55,33 +65,26 @@ async def marks_between(conn: AsyncConnection, school_urn: str, pupil_ids: Itera
 
 async def roster_records_many(conn: AsyncConnection, keys: Iterable[PupilKey]
                               ) -> dict[PupilKey, tuple[dict[str, Any], bool]]:
-    wanted = sorted(set(keys))
-    found: dict[PupilKey, tuple[dict[str, Any], bool]] = {}
-    for index in range(0, len(wanted), _CHUNK):
-        rows = await conn.execute(
-            select(pupils.c.school_urn, pupils.c.pupil_id, pupils.c.record, pupils.c.on_roll)
-            .where(tuple_(pupils.c.school_urn, pupils.c.pupil_id)
-                   .in_(wanted[index : index + _CHUNK]))
-        )
-        for urn, pupil_id, record, on_roll in rows:
-            found[(urn, pupil_id)] = (record, on_roll)
-    return found
+    rows = await conn.execute(
+        select(pupils.c.school_urn, pupils.c.pupil_id, pupils.c.record, pupils.c.on_roll)
+        .select_from(for_pupils(conn.dialect.name, pupils)),
+        pupil_keys(conn, keys),
+    )
+    return {(urn, pupil_id): (record, on_roll) for urn, pupil_id, record, on_roll in rows}
 
 
 async def load_states_many(conn: AsyncConnection, keys: Iterable[PupilKey]
                            ) -> dict[str, dict[StateKey, tuple[bool, int, dt.date | None]]]:
-    wanted = sorted(set(keys))
     found: dict[str, dict[StateKey, tuple[bool, int, dt.date | None]]] = defaultdict(dict)
-    for index in range(0, len(wanted), _CHUNK):
-        rows = await conn.execute(
-            select(rule_states.c.school_urn, rule_states.c.pupil_id, rule_states.c.rule,
-                   rule_states.c.scope, rule_states.c.armed, rule_states.c.crossings,
-                   rule_states.c.covered_until)
-            .where(tuple_(rule_states.c.school_urn, rule_states.c.pupil_id)
-                   .in_(wanted[index : index + _CHUNK]))
-        )
-        for urn, p, r, scope, armed, crossings, covered in rows:
-            found[urn][(p, r, scope)] = (armed, crossings, covered)
+    rows = await conn.execute(
+        select(rule_states.c.school_urn, rule_states.c.pupil_id, rule_states.c.rule,
+               rule_states.c.scope, rule_states.c.armed, rule_states.c.crossings,
+               rule_states.c.covered_until)
+        .select_from(for_pupils(conn.dialect.name, rule_states)),
+        pupil_keys(conn, keys),
+    )
+    for urn, p, r, scope, armed, crossings, covered in rows:
+        found[urn][(p, r, scope)] = (armed, crossings, covered)
     return found
 
 
@@ -96,13 +99,14 @@ async def save_states_many(conn: AsyncConnection,
     ]
     if not rows:
         return
-    statement = dialect_insert(conn.engine)(rule_states).values(rows)
+    statement = dialect_insert(conn.engine)(rule_states)
     await conn.execute(statement.on_conflict_do_update(
         index_elements=[rule_states.c.school_urn, rule_states.c.pupil_id, rule_states.c.rule,
                         rule_states.c.scope],
         set_={"armed": statement.excluded.armed, "crossings": statement.excluded.crossings,
-              "covered_until": statement.excluded.covered_until, "updated_at": now},
-    ))
+              "covered_until": statement.excluded.covered_until,
+              "updated_at": statement.excluded.updated_at},
+    ), rows)
 
 
 async def replied_since(conn: AsyncConnection, school_urn: str, pupil_id: str,

@@ -12,12 +12,13 @@ from broker_messages.codes import LEGACY_CODES, canonical_code
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from servicekit.clock import Clock, local_date
 from servicekit.database import dialect_insert
-from sqlalchemy import delete, select, text, tuple_, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import counters
 from triage import decisions as decision_store
 from triage.evaluation import Evaluator
+from triage.history import for_pupils, pupil_keys
 from triage.models import marks, parked_events, pupils, received_events
 from triage.schools import SchoolContext, SchoolContextCache
 
@@ -113,20 +114,17 @@ class Ingestor:
         parked = [e for e in events if (e.school_urn, e.pupil_id) not in on_roster]
         if parked:
             await conn.execute(
-                dialect_insert(conn.engine)(parked_events)
-                .values(
-                    [
-                        {
-                            "event_id": e.event_id,
-                            "school_urn": e.school_urn,
-                            "pupil_id": e.pupil_id,
-                            "payload": e.model_dump(mode="json", by_alias=True),
-                            "parked_at": now,
-                        }
-                        for e in parked
-                    ]
-                )
-                .on_conflict_do_nothing()
+                dialect_insert(conn.engine)(parked_events).on_conflict_do_nothing(),
+                [
+                    {
+                        "event_id": e.event_id,
+                        "school_urn": e.school_urn,
+                        "pupil_id": e.pupil_id,
+                        "payload": e.model_dump(mode="json", by_alias=True),
+                        "parked_at": now,
+                    }
+                    for e in parked
+                ],
             )
             for e in parked:
                 log.info("triage.event.parked event_id=%s school_urn=%s pupil_id=%s",
@@ -180,9 +178,9 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
 
 async def _pupils_on_roster(conn: AsyncConnection, keys: set[PupilKey]) -> set[PupilKey]:
     rows = await conn.execute(
-        select(pupils.c.school_urn, pupils.c.pupil_id).where(
-            tuple_(pupils.c.school_urn, pupils.c.pupil_id).in_(list(keys))
-        )
+        select(pupils.c.school_urn, pupils.c.pupil_id)
+        .select_from(for_pupils(conn.dialect.name, pupils)),
+        pupil_keys(conn, keys),
     )
     return {(urn, pupil_id) for urn, pupil_id in rows}
 
@@ -255,15 +253,19 @@ async def _lock_pupils(conn: AsyncConnection, keys: set[PupilKey]) -> None:
 async def _current_marks(
     conn: AsyncConnection, keys: list[MarkKey]
 ) -> dict[MarkKey, tuple[str, dt.datetime]]:
+    """The stored code and `recorded_at` of these marks: the batch's pupils on the batch's
+    dates (usually one), narrowed to the exact keys here."""
+    wanted = set(keys)
+    rows = await conn.execute(
+        select(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
+               marks.c.code, marks.c.recorded_at)
+        .select_from(for_pupils(conn.dialect.name, marks))
+        .where(marks.c.date.in_(sorted({k[2] for k in wanted}))),
+        pupil_keys(conn, {(k[0], k[1]) for k in wanted}),
+    )
     found: dict[MarkKey, tuple[str, dt.datetime]] = {}
-    for start in range(0, len(keys), 250):
-        rows = await conn.execute(
-            select(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
-                   marks.c.code, marks.c.recorded_at)
-            .where(tuple_(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session)
-                   .in_(keys[start : start + 250]))
-        )
-        for urn, pupil_id, day, session, code, recorded_at in rows:
+    for urn, pupil_id, day, session, code, recorded_at in rows:
+        if (urn, pupil_id, day, session) in wanted:
             found[(urn, pupil_id, day, session)] = (code, recorded_at)
     return found
 

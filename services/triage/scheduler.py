@@ -21,12 +21,12 @@ from broker_messages.topology import CONTACT_REQUEST_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
 from servicekit.outbox import enqueue
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import decisions as decision_store
-from triage import outreach
+from triage import history, outreach
 from triage.models import outbox, pupils, scheduled_actions
 from triage.periodic import plan_attendance_updates
 from triage.rules.recipients import first_contact_address
@@ -220,6 +220,7 @@ async def _pupil_records(conn: AsyncConnection, keys: set[tuple[str, str]]
                          ) -> dict[tuple[str, str], tuple[dict[str, Any], bool]]:
     rows = await conn.execute(
         select(pupils.c.school_urn, pupils.c.pupil_id, pupils.c.record, pupils.c.on_roll)
-        .where(tuple_(pupils.c.school_urn, pupils.c.pupil_id).in_(list(keys)))
+        .select_from(history.for_pupils(conn.dialect.name, pupils)),
+        history.pupil_keys(conn, keys),
     )
     return {(urn, pupil_id): (record, on_roll) for urn, pupil_id, record, on_roll in rows}

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from typing import Any, Literal, cast
+from typing import Any, Literal, Self, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -87,7 +87,7 @@ class SmtpSink:
                 session.transport.close()
         self._sessions.clear()
 
-    async def __aenter__(self) -> SmtpSink:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

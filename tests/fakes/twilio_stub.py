@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from aiohttp import web
@@ -112,7 +112,7 @@ class TwilioStub:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> TwilioStub:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

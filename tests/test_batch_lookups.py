@@ -1,0 +1,86 @@
+"""A batch's reads by pupil: exact across schools, and an index lookup per pupil on both
+databases however large the tables grow (a school year of marks is tens of millions of rows)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+from servicekit.database import make_engine
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from triage import history
+from triage.migrations import upgrade
+from triage.models import marks, pupils
+
+MONDAY = dt.date(2026, 11, 23)
+NOW = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    await upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def _fill(engine: AsyncEngine, schools: list[str], pupil_ids: list[str]) -> None:
+    """Every school has every pupil id: MIS ids such as P0001 repeat across schools."""
+    async with engine.begin() as conn:
+        await conn.execute(insert(pupils), [
+            {"school_urn": urn, "pupil_id": p, "record": {"id": p}, "on_roll": True,
+             "removed_on": None, "updated_at": NOW}
+            for urn in schools for p in pupil_ids])
+        await conn.execute(insert(marks), [
+            {"school_urn": urn, "pupil_id": p, "date": MONDAY - dt.timedelta(days=back),
+             "session": "AM", "code": "N" if back == 0 else "/", "recorded_at": NOW,
+             "event_id": f"{urn}-{p}-{back}"}
+            for urn in schools for p in pupil_ids for back in (0, 7)])
+
+
+async def test_reads_exactly_the_batch_pupils_when_ids_repeat_across_schools(
+        engine: AsyncEngine) -> None:
+    await _fill(engine, ["100001", "100002", "100003"], ["P0001", "P0002", "P0003"])
+    wanted = {("100001", "P0001"), ("100002", "P0002"), ("100002", "P0001")}
+    async with engine.connect() as conn:
+        records = await history.roster_records_many(conn, wanted | {("100009", "P0001")})
+        found = await history.marks_between_many(conn, wanted, MONDAY, MONDAY)
+        empty = await history.marks_between_many(conn, set(), MONDAY, MONDAY)
+    assert set(records) == wanted
+    assert {(urn, p) for urn, by_pupil in found.items() for p in by_pupil} == wanted
+    assert all(days == {MONDAY: {"AM": "N"}} for by_pupil in found.values()
+               for days in by_pupil.values())
+    assert not empty
+
+
+@pytest.mark.parametrize("table", [pupils, marks], ids=["pupils", "marks"])
+async def test_sqlite_looks_each_pupil_up_in_the_index(tmp_path: object, table: object) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/plan.db")
+    try:
+        await upgrade(engine)
+        query = select(table.c.pupil_id).select_from(  # type: ignore[attr-defined]
+            history.for_pupils("sqlite", table))  # type: ignore[arg-type]
+        async with engine.connect() as conn:
+            compiled = query.compile(conn.sync_connection)  # type: ignore[arg-type]
+            params = compiled.construct_params(history.pupil_keys(conn, [("1", "P1")]))
+            plan = [row[-1] for row in await conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}",
+                tuple(params[name] for name in compiled.positiontup))]  # type: ignore[union-attr]
+    finally:
+        await engine.dispose()
+    name = table.name  # type: ignore[attr-defined]
+    assert any(line.startswith(f"SEARCH {name} USING") for line in plan), plan
+    assert not any(line.startswith(f"SCAN {name}") for line in plan), plan
+
+
+async def test_postgres_plans_each_statement_for_its_own_parameters(postgres_url: str) -> None:
+    """A generic plan made while `marks` was empty walked its whole index for every batch."""
+    engine = make_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            mode = (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert mode == "force_custom_plan"
