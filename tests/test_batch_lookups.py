@@ -75,12 +75,31 @@ async def test_sqlite_looks_each_pupil_up_in_the_index(tmp_path: object, table: 
     assert not any(line.startswith(f"SCAN {name}") for line in plan), plan
 
 
-async def test_postgres_plans_each_statement_for_its_own_parameters(postgres_url: str) -> None:
-    """A generic plan made while `marks` was empty walked its whole index for every batch."""
+async def test_postgres_looks_each_pupil_up_in_the_index_as_marks_grow(postgres_url: str) -> None:
+    """Mid-morning, before any ANALYZE: the planner once chose to scan every mark of the day
+    for each batch, and a generic plan made while `marks` was empty kept doing so."""
     engine = make_engine(postgres_url)
     try:
-        async with engine.connect() as conn:
+        await upgrade(engine)
+        keys = [(str(300000 + n // 350), f"P{n:07d}") for n in range(400, 105000, 420)]
+        query = (select(marks.c.code).select_from(history.for_pupils("postgresql", marks))
+                 .where(marks.c.date >= MONDAY - dt.timedelta(days=50), marks.c.date <= MONDAY))
+        async with engine.begin() as conn:
+            for _ in range(6):  # past the point where a generic plan may be chosen
+                await conn.execute(query, history.pupil_keys(conn, keys))
+            await conn.execute(text(
+                "INSERT INTO marks (school_urn, pupil_id, date, session, code, recorded_at, "
+                "event_id) SELECT (300000 + n / 350)::text, 'P' || lpad(n::text, 7, '0'), "
+                "DATE '2026-11-23', 'AM', '/', now(), 'e' || n FROM generate_series(1, 105000) n"))
+            await conn.execute(query, history.pupil_keys(conn, keys))
+            compiled = query.compile(conn.sync_connection)  # type: ignore[arg-type]
+            params = compiled.construct_params(history.pupil_keys(conn, keys))
+            plan = "\n".join(row[0] for row in await conn.exec_driver_sql(
+                f"EXPLAIN {compiled}",
+                tuple(params[name] for name in compiled.positiontup)))  # type: ignore[union-attr]
             mode = (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one()
     finally:
         await engine.dispose()
     assert mode == "force_custom_plan"
+    assert "Index Scan using marks_pkey" in plan, plan
+    assert "Seq Scan on marks" not in plan, plan

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from triage.scheduler import Scheduler
+
 from tests.factories import MONDAY, contact, mark, pupil, school
 from tests.scenarios import timeline
 from tests.stack import Stack
@@ -87,3 +89,29 @@ async def test_policy_upload_rejects_unknown_keys_and_out_of_range_values(stack:
         "stage1_below": 0.95, "referral_below": 0.9, "hysteresis": 0.02,
         "penalty_notice": {"sessions": 8, "weeks": 6}}))
     assert ok.status_code == 200, ok.text
+
+
+async def test_siblings_get_one_message_when_the_scheduler_batch_would_split_them(
+    stack: Stack,
+) -> None:
+    """A 105,000-pupil morning settles thousands of actions in batches; a family cut in two
+    by a batch boundary must still get one message."""
+    mum = contact(1, phone="+447700900001", email=None)
+    await stack.put_school(school([
+        pupil("P1", "Ada", contacts=[contact(1, phone="+447700900003", email=None)]),
+        pupil("P2", "Sally", contacts=[mum]), pupil("P3", "Tom", contacts=[mum]),
+    ]))
+    await stack.publish(mark("P1"), mark("P2"), mark("P3"))
+    await stack.processed()
+    stack.at(9, 30)
+    triage = stack.triage
+    assert triage.relay is not None
+    one_at_a_time = Scheduler(triage.engine, stack.clock, triage.schools, triage.relay.wake,
+                              batch_size=1)
+    assert await one_at_a_time.run_due() == 3
+    texts = await stack.twilio.wait_for_messages(2)
+    by_phone = {t["to"]: t["body"] for t in texts}
+    assert set(by_phone) == {"+447700900001", "+447700900003"}
+    assert "Sally and Tom" in by_phone["+447700900001"]
+    await stack.sent(2)
+    assert len(stack.twilio.messages) == 2
