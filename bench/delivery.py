@@ -267,9 +267,10 @@ def contact_requests(authority: Authority, expected: dict[tuple[str, str], str],
 
 async def notifier_rate(amqp_url: str, notifier_db: str, stub: TwilioStub, clock: Clock,
                         workdir: Path, requests: list[ContactRequest],
-                        limit: float | None) -> tuple[Rate, list[str]]:
+                        limit: float | None) -> tuple[Rate, list[str], list[float]]:
     """Pre-publish the requests, start the notifier, time it to the last SMS at the provider.
-    Returns the rate and the problems found (every request's phone texted exactly once)."""
+    Returns the rate, the problems found (every request's phone texted exactly once) and when
+    each SMS reached the provider."""
     stub.reset()
     connection = await aio_pika.connect_robust(amqp_url)
     try:
@@ -293,7 +294,25 @@ async def notifier_rate(amqp_url: str, notifier_db: str, stub: TwilioStub, clock
     got = Counter(m["to"] for m in stub.messages)
     problems = [] if wanted == got else [
         f"{sum((wanted - got).values())} requests not texted, {sum((got - wanted).values())} extra"]
-    return Rate(len(requests), seconds, published), problems
+    arrivals = sorted(stub.arrivals[m["sid"]] for m in stub.messages)
+    return Rate(len(requests), seconds, published), problems, arrivals
+
+
+def steady_rate(arrivals: list[float]) -> float:
+    """SMS per second from the first to the last at the provider (start-up left out)."""
+    if len(arrivals) < 2 or arrivals[-1] == arrivals[0]:
+        return float("inf")
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+
+
+def busiest_second(arrivals: list[float]) -> int:
+    """The most SMS the provider saw within any one second (a sliding window)."""
+    most, first = 0, 0
+    for last, at in enumerate(arrivals):
+        while at - arrivals[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 async def naive_sequential(stub: TwilioStub, messages: list[tuple[str, str]]) -> Rate:

@@ -65,3 +65,13 @@ def test_a_tenth_of_unexplained_marks_are_recoded_later() -> None:
         assert amendment["event_id"] != original["event_id"]
     amended_away = {(a["school_urn"], a["pupil_id"]) for a in authority.amendments}
     assert set(expected_first_day_sms(authority)).isdisjoint(amended_away)
+
+
+def test_the_rate_limit_check_sees_a_burst_and_leaves_start_up_out() -> None:
+    from bench.delivery import busiest_second, steady_rate
+    spaced = [5.0 + n * 0.1001 for n in range(50)]  # 10/s, as the token bucket spaces them
+    assert busiest_second(spaced) == 10
+    assert abs(steady_rate(spaced) - 10) < 0.02
+    burst = sorted([*spaced, 7.01, 7.02])  # two extra inside one second
+    assert busiest_second(burst) == 12
+    assert busiest_second([]) == 0 and steady_rate([1.0]) == float("inf")

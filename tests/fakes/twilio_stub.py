@@ -143,8 +143,8 @@ class TwilioStub:
 
     def reset(self) -> None:
         """Forget recorded traffic and scripted faults, keep the server running."""
-        for store in (self.messages, self.calls, self.attempts, self._faults, self._delays,
-                      self._message_resources):
+        for store in (self.messages, self.calls, self.attempts, self.arrivals, self._faults,
+                      self._delays, self._message_resources):
             store.clear()
         self._rejected.clear()
 
