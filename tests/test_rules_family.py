@@ -13,6 +13,15 @@ from tests.stack import Stack
 FRIDAY = dt.date(2026, 11, 27)
 
 
+async def _one_text_for_sally_and_tom_one_for_ada(stack: Stack) -> None:
+    texts = await stack.twilio.wait_for_messages(2)
+    by_phone = {t["to"]: t["body"] for t in texts}
+    assert set(by_phone) == {"+447700900001", "+447700900003"}
+    assert "Sally and Tom" in by_phone["+447700900001"]
+    await stack.sent(2)
+    assert len(stack.twilio.messages) == 2
+
+
 async def test_two_absent_siblings_with_the_same_contact_get_one_message_naming_both(
     stack: Stack,
 ) -> None:
@@ -25,12 +34,7 @@ async def test_two_absent_siblings_with_the_same_contact_get_one_message_naming_
     await stack.processed()
     stack.at(9, 30)
     assert await stack.run_due() == 3
-    texts = await stack.twilio.wait_for_messages(2)
-    by_phone = {t["to"]: t["body"] for t in texts}
-    assert set(by_phone) == {"+447700900001", "+447700900003"}
-    assert "Sally and Tom" in by_phone["+447700900001"]
-    await stack.sent(2)
-    assert len(stack.twilio.messages) == 2
+    await _one_text_for_sally_and_tom_one_for_ada(stack)
     for pupil_id in ("P1", "P2"):  # the decision is still recorded per pupil
         [requested] = [d for d in (await timeline(stack, pupil_id))["decisions"]
                        if d["outcome"] == "requested"]
@@ -109,9 +113,4 @@ async def test_siblings_get_one_message_when_the_scheduler_batch_would_split_the
     one_at_a_time = Scheduler(triage.engine, stack.clock, triage.schools, triage.relay.wake,
                               batch_size=1)
     assert await one_at_a_time.run_due() == 3
-    texts = await stack.twilio.wait_for_messages(2)
-    by_phone = {t["to"]: t["body"] for t in texts}
-    assert set(by_phone) == {"+447700900001", "+447700900003"}
-    assert "Sally and Tom" in by_phone["+447700900001"]
-    await stack.sent(2)
-    assert len(stack.twilio.messages) == 2
+    await _one_text_for_sally_and_tom_one_for_ada(stack)

@@ -11,7 +11,7 @@ from servicekit.database import dialect_insert
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from triage.history import for_pupils, pupil_keys
+from triage.history import rows_for_keys
 from triage.models import attendance_counters, marks
 from triage.rates import Counts, counts_from_codes, delta, school_year_start
 
@@ -55,13 +55,10 @@ async def load(conn: AsyncConnection, keys: Iterable[CounterKey]) -> dict[Counte
     wanted = set(keys)
     found: dict[CounterKey, Counts] = {}
     table = attendance_counters
-    rows = await conn.execute(
-        select(table.c.school_urn, table.c.pupil_id, table.c.year_start, table.c.possible,
-               table.c.authorised, table.c.unauthorised)
-        .select_from(for_pupils(conn.dialect.name, table))
-        .where(table.c.year_start.in_(sorted({k[2] for k in wanted}))),
-        pupil_keys(conn, {(k[0], k[1]) for k in wanted}),
-    )
+    rows = await rows_for_keys(
+        conn, table, [table.c.school_urn, table.c.pupil_id, table.c.year_start,
+                      table.c.possible, table.c.authorised, table.c.unauthorised],
+        table.c.year_start, wanted)
     for urn, pupil_id, year, possible, authorised, unauthorised in rows:
         found[(urn, pupil_id, year)] = Counts(possible, authorised, unauthorised)
     return {k: found.get(k, Counts()) for k in wanted}

@@ -94,22 +94,20 @@ async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.dateti
               "reason": insert.excluded.reason, "updated_at": insert.excluded.updated_at},
         where=scheduled_actions.c.status == "cancelled",
     ).returning(scheduled_actions.c.dedup_key)
-    rows = []
-    for decision, urn, pupil_id, day in placed:
-        scheduled = isinstance(decision, Schedule)
-        rows.append({
-            "dedup_key": decision.dedup_key, "rule": decision.rule, "school_urn": urn,
-            "pupil_id": pupil_id, "date": day, "episode_start": decision.episode_start,
-            "due_at": decision.due_at if isinstance(decision, Schedule) else now,
-            "status": "pending" if scheduled else "suppressed", "reason": decision.reason,
-            "created_at": now, "updated_at": now,
-        })
+    rows = [
+        {"dedup_key": decision.dedup_key, "rule": decision.rule, "school_urn": urn,
+         "pupil_id": pupil_id, "date": day, "episode_start": decision.episode_start,
+         "due_at": decision.due_at if isinstance(decision, Schedule) else now,
+         "status": "pending" if isinstance(decision, Schedule) else "suppressed",
+         "reason": decision.reason, "created_at": now, "updated_at": now}
+        for decision, urn, pupil_id, day in placed
+    ]
     stored = set((await conn.execute(statement, rows)).scalars())
     log_rows = []
-    for decision, urn, pupil_id, _day in placed:
+    for (decision, urn, pupil_id, _day), row in zip(placed, rows, strict=True):
         if decision.dedup_key not in stored:
             continue
-        outcome = "scheduled" if isinstance(decision, Schedule) else "suppressed"
+        outcome = "scheduled" if row["status"] == "pending" else "suppressed"
         log_rows.append({"rule": decision.rule, "school_urn": urn, "pupil_id": pupil_id,
                          "dedup_key": decision.dedup_key, "outcome": outcome,
                          "reason": decision.reason, "inputs": dict(decision.inputs),

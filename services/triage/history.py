@@ -37,6 +37,20 @@ def pupil_keys(conn: AsyncConnection, keys: Iterable[PupilKey]) -> dict[str, Any
     return key_values(conn.dialect.name, keys)
 
 
+async def rows_for_keys(conn: AsyncConnection, table: Table, columns: list[Any], third: Any,
+                        keys: Iterable[tuple[str, str, Any]]) -> list[Any]:
+    """`columns` of `table` for keys (school, pupil, `third`): the pupils' rows whose `third`
+    is among the keys' values, one index lookup per pupil. The caller keeps the exact keys
+    (a batch usually has one date or year, so little more is read)."""
+    wanted = set(keys)
+    rows = await conn.execute(
+        select(*columns).select_from(for_pupils(conn.dialect.name, table))
+        .where(third.in_(sorted({k[2] for k in wanted}))),
+        pupil_keys(conn, {(k[0], k[1]) for k in wanted}),
+    )
+    return list(rows)
+
+
 async def marks_between_many(conn: AsyncConnection, keys: Iterable[PupilKey], start: dt.date,
                              end: dt.date, codes: Iterable[str] | None = None
                              ) -> dict[str, PupilMarks]:

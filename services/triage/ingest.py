@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from triage import counters
 from triage import decisions as decision_store
 from triage.evaluation import Evaluator
-from triage.history import for_pupils, pupil_keys
+from triage.history import for_pupils, pupil_keys, rows_for_keys
 from triage.models import marks, parked_events, pupils, received_events
 from triage.schools import SchoolContext, SchoolContextCache
 
@@ -256,13 +256,9 @@ async def _current_marks(
     """The stored code and `recorded_at` of these marks: the batch's pupils on the batch's
     dates (usually one), narrowed to the exact keys here."""
     wanted = set(keys)
-    rows = await conn.execute(
-        select(marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
-               marks.c.code, marks.c.recorded_at)
-        .select_from(for_pupils(conn.dialect.name, marks))
-        .where(marks.c.date.in_(sorted({k[2] for k in wanted}))),
-        pupil_keys(conn, {(k[0], k[1]) for k in wanted}),
-    )
+    rows = await rows_for_keys(
+        conn, marks, [marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
+                      marks.c.code, marks.c.recorded_at], marks.c.date, wanted)
     found: dict[MarkKey, tuple[str, dt.datetime]] = {}
     for urn, pupil_id, day, session, code, recorded_at in rows:
         if (urn, pupil_id, day, session) in wanted:

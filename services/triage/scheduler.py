@@ -21,7 +21,7 @@ from broker_messages.topology import CONTACT_REQUEST_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
 from servicekit.outbox import enqueue
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -80,16 +80,20 @@ class Scheduler:
             if settled < self._batch_size:
                 return total
 
-    async def _run_batch(self) -> tuple[int, int]:
-        now = self._clock.now()
+    def _due(self, now: dt.datetime) -> Select[Any]:
+        """Pending actions due by `now`, oldest first, claimed where replicas could race."""
         query = (
             select(scheduled_actions)
             .where(scheduled_actions.c.status == "pending", scheduled_actions.c.due_at <= now)
             .order_by(scheduled_actions.c.due_at, scheduled_actions.c.id)
-            .limit(self._batch_size)
         )
         if supports_skip_locked(self._engine):
             query = query.with_for_update(skip_locked=True)
+        return query
+
+    async def _run_batch(self) -> tuple[int, int]:
+        now = self._clock.now()
+        query = self._due(now).limit(self._batch_size)
         requested = 0
         async with self._engine.begin() as conn:
             actions = (await conn.execute(query)).all()
@@ -111,15 +115,9 @@ class Scheduler:
         are settled together, so a batch takes every due action of the schools it touches. A
         batch cut at `batch_size` alone would text a family twice whenever the cut fell
         between two siblings (6 of 859 families in a 105,000-pupil morning)."""
-        query = (
-            select(scheduled_actions)
-            .where(scheduled_actions.c.status == "pending", scheduled_actions.c.due_at <= now,
-                   scheduled_actions.c.school_urn.in_(sorted({a.school_urn for a in actions})),
-                   scheduled_actions.c.id.not_in([a.id for a in actions]))
-            .order_by(scheduled_actions.c.due_at, scheduled_actions.c.id)
-        )
-        if supports_skip_locked(self._engine):
-            query = query.with_for_update(skip_locked=True)
+        query = self._due(now).where(
+            scheduled_actions.c.school_urn.in_(sorted({a.school_urn for a in actions})),
+            scheduled_actions.c.id.not_in([a.id for a in actions]))
         return list((await conn.execute(query)).all())
 
     async def _settle(self, conn: AsyncConnection, action: Row,
