@@ -9,10 +9,10 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import (
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq.abc import DeliveredMessage
 from broker_messages.topology import REJECTION_REASON_HEADER
 
 log = logging.getLogger(__name__)
@@ -46,26 +46,27 @@ def persistent_message(
 
 
 async def dead_letter(
-    dead_exchange: AbstractExchange, message: AbstractIncomingMessage, reason: str
+    dead_exchange: AbstractExchange, message: DeliveredMessage, reason: str
 ) -> None:
     """Move `message` to the dead-letter queue with `reason`, then ack the original.
 
     The publish is confirmed before the ack, so a crash in between duplicates a dead letter
     rather than losing an event.
     """
-    headers = dict(message.headers or {})
+    properties = message.header.properties
+    headers = dict(properties.headers or {})
     headers[REJECTION_REASON_HEADER] = reason[:500]
     headers["x-original-routing-key"] = message.routing_key or ""
     await dead_exchange.publish(
-        persistent_message(message.body, message_id=message.message_id, headers=headers),
+        persistent_message(message.body, message_id=properties.message_id, headers=headers),
         routing_key=message.routing_key or "",
     )
-    await message.ack()
+    await message.channel.basic_ack(message.delivery_tag)
 
 
-def delivery_count(message: AbstractIncomingMessage) -> int:
+def delivery_count(message: DeliveredMessage) -> int:
     """How many times the broker has delivered this message before (quorum queues count)."""
-    value = (message.headers or {}).get("x-delivery-count", 0)
+    value = (message.header.properties.headers or {}).get("x-delivery-count", 0)
     return int(value) if isinstance(value, int | str) and str(value).isdigit() else 0
 
 
