@@ -123,7 +123,7 @@ class BatchConsumer(Generic[T]):
         try:
             await self._subscribe(channel)
             log.info("%s.consumer.resubscribed", self._name)
-        except Exception:  # noqa: BLE001 - the next reopen tries again
+        except Exception:  # the next reopen tries again
             log.exception("%s.consumer.resubscribe_failed", self._name)
 
     async def stop(self) -> None:
