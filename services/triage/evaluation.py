@@ -22,9 +22,12 @@ from triage.schools import SchoolContext
 
 class Evaluator:
     def __init__(self, conn: AsyncConnection, contexts: dict[str, SchoolContext],
+                 records: dict[history.PupilKey, tuple[dict, bool]],  # type: ignore[type-arg]
                  now: dt.datetime) -> None:
+        """`records`: the batch's pupils' roster records and whether each is on roll."""
         self._conn = conn
         self._contexts = contexts
+        self._records = records
         self._now = now
         self._placed: list[decision_store.Placed] = []
 
@@ -48,8 +51,7 @@ class Evaluator:
     async def _evaluate(self, by_school: dict[str, dict[str, set[dt.date]]]) -> None:
         """Load what every school of the batch needs in a few queries for the whole batch (a
         busy morning's batch spans dozens of schools), then run the rules school by school."""
-        records = await history.roster_records_many(
-            self._conn, {(urn, p) for urn, pupil_days in by_school.items() for p in pupil_days})
+        records = self._records
         plans: dict[str, tuple[SchoolContext, dict[str, set[dt.date]], dt.date, dt.date]] = {}
         for urn, pupil_days in by_school.items():
             context = self._contexts[urn]

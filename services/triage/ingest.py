@@ -15,10 +15,10 @@ from servicekit.database import dialect_insert
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from triage import counters
+from triage import counters, history
 from triage import decisions as decision_store
 from triage.evaluation import Evaluator
-from triage.history import for_pupils, pupil_keys, rows_for_keys
+from triage.history import rows_for_keys
 from triage.models import marks, parked_events, pupils, received_events
 from triage.schools import SchoolContext, SchoolContextCache
 
@@ -110,8 +110,11 @@ class Ingestor:
         """Store first-seen events and run the rules; returns the ids that had to be parked."""
         if not events:
             return set()
-        on_roster = await _pupils_on_roster(conn, {(e.school_urn, e.pupil_id) for e in events})
-        parked = [e for e in events if (e.school_urn, e.pupil_id) not in on_roster]
+        # The roster records the rules need, read once: whether each pupil is known at all
+        # decides parking, and the records themselves feed the rules.
+        records = await history.roster_records_many(
+            conn, {(e.school_urn, e.pupil_id) for e in events})
+        parked = [e for e in events if (e.school_urn, e.pupil_id) not in records]
         if parked:
             await conn.execute(
                 dialect_insert(conn.engine)(parked_events).on_conflict_do_nothing(),
@@ -129,13 +132,15 @@ class Ingestor:
             for e in parked:
                 log.info("triage.event.parked event_id=%s school_urn=%s pupil_id=%s",
                          e.event_id, e.school_urn, e.pupil_id)
-        known = [e for e in events if (e.school_urn, e.pupil_id) in on_roster]
+        known = [e for e in events if (e.school_urn, e.pupil_id) in records]
         register_marks = [e for e in known if isinstance(e, RegisterMark)]
         removals = [e for e in known if isinstance(e, PupilRemoved)]
         await _store_marks(conn, register_marks, now)
         for removal in removals:
             await _remove_pupil(conn, removal, now)
-        await Evaluator(conn, contexts, now).run(register_marks, removals)
+            key = (removal.school_urn, removal.pupil_id)
+            records[key] = (records[key][0], False)
+        await Evaluator(conn, contexts, records, now).run(register_marks, removals)
         return {e.event_id for e in parked}
 
 
@@ -174,15 +179,6 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
         for e in events
     ]
     return set((await conn.execute(statement, rows)).scalars())
-
-
-async def _pupils_on_roster(conn: AsyncConnection, keys: set[PupilKey]) -> set[PupilKey]:
-    rows = await conn.execute(
-        select(pupils.c.school_urn, pupils.c.pupil_id)
-        .select_from(for_pupils(conn.dialect.name, pupils)),
-        pupil_keys(conn, keys),
-    )
-    return {(urn, pupil_id) for urn, pupil_id in rows}
 
 
 async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],

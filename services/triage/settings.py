@@ -23,6 +23,6 @@ class TriageSettings(BaseSettings):
     # Consumer tuning: messages in flight, and how many are applied in one transaction. A
     # batch is what arrived while the previous one was applied, about half the prefetch on a
     # busy morning: larger batches spread each transaction's dozen queries over more marks.
-    prefetch: int = Field(500, ge=100, le=2000, validation_alias="TRIAGE_PREFETCH")
+    prefetch: int = Field(1000, ge=100, le=2000, validation_alias="TRIAGE_PREFETCH")
     batch_size: int = Field(500, ge=1, le=2000, validation_alias="TRIAGE_BATCH_SIZE")
     scheduler_poll_seconds: float = Field(1.0, validation_alias="TRIAGE_SCHEDULER_POLL_SECONDS")
