@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from servicekit.database import make_engine
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from triage import history
 from triage.migrations import upgrade
@@ -60,8 +60,7 @@ async def test_sqlite_looks_each_pupil_up_in_the_index(tmp_path: object, table: 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/plan.db")
     try:
         await upgrade(engine)
-        query = select(table.c.pupil_id).select_from(  # type: ignore[attr-defined]
-            history.for_pupils("sqlite", table))  # type: ignore[arg-type]
+        query = history.for_pupils("sqlite", table, [table.c.pupil_id])  # type: ignore[attr-defined]
         async with engine.connect() as conn:
             compiled = query.compile(conn.sync_connection)  # type: ignore[arg-type]
             params = compiled.construct_params(history.pupil_keys(conn, [("1", "P1")]))
@@ -76,22 +75,24 @@ async def test_sqlite_looks_each_pupil_up_in_the_index(tmp_path: object, table: 
 
 
 async def test_postgres_looks_each_pupil_up_in_the_index_as_marks_grow(postgres_url: str) -> None:
-    """Mid-morning, before any ANALYZE: the planner once chose to scan every mark of the day
-    for each batch, and a generic plan made while `marks` was empty kept doing so."""
+    """Mid-morning, before any ANALYZE: the planner expects a handful of marks for today, so
+    as a plain join it read every mark of the day and hashed them against the batch, for
+    every batch (1 ms at the first batch of a 105,000-pupil morning, 14 ms at the last).
+    And a generic plan made while `marks` was empty kept scanning it."""
     engine = make_engine(postgres_url)
     try:
         await upgrade(engine)
-        keys = [(str(300000 + n // 350), f"P{n:07d}") for n in range(400, 105000, 420)]
-        query = (select(marks.c.code).select_from(history.for_pupils("postgresql", marks))
-                 .where(marks.c.date >= MONDAY - dt.timedelta(days=50), marks.c.date <= MONDAY))
+        keys = [(str(300000 + n // 350), f"P{n:07d}") for n in range(0, 105000, 210)]
+        query = history.for_pupils(
+            "postgresql", marks, [marks.c.code],
+            marks.c.date >= MONDAY - dt.timedelta(days=14), marks.c.date <= MONDAY)
         async with engine.begin() as conn:
             for _ in range(6):  # past the point where a generic plan may be chosen
                 await conn.execute(query, history.pupil_keys(conn, keys))
             await conn.execute(text(
                 "INSERT INTO marks (school_urn, pupil_id, date, session, code, recorded_at, "
                 "event_id) SELECT (300000 + n / 350)::text, 'P' || lpad(n::text, 7, '0'), "
-                "DATE '2026-11-23', 'AM', '/', now(), 'e' || n FROM generate_series(1, 105000) n"))
-            await conn.execute(query, history.pupil_keys(conn, keys))
+                "DATE '2026-11-23', 'AM', '/', now(), 'e' || n FROM generate_series(1, 30000) n"))
             compiled = query.compile(conn.sync_connection)  # type: ignore[arg-type]
             params = compiled.construct_params(history.pupil_keys(conn, keys))
             plan = "\n".join(row[0] for row in await conn.exec_driver_sql(
@@ -102,4 +103,5 @@ async def test_postgres_looks_each_pupil_up_in_the_index_as_marks_grow(postgres_
         await engine.dispose()
     assert mode == "force_custom_plan"
     assert "Index Scan using marks_pkey" in plan, plan
-    assert "Seq Scan on marks" not in plan, plan
+    assert "(pupil_id)::text = " in plan, f"each pupil looked up by its key:\n{plan}"
+    assert "Hash" not in plan and "Seq Scan on marks" not in plan, plan

@@ -102,7 +102,7 @@ async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.dateti
          "reason": decision.reason, "created_at": now, "updated_at": now}
         for decision, urn, pupil_id, day in placed
     ]
-    stored = set((await conn.execute(statement, rows)).scalars())
+    stored = set((await conn.execute(statement, rows)).scalars().all())
     log_rows = []
     for (decision, urn, pupil_id, _day), row in zip(placed, rows, strict=True):
         if decision.dedup_key not in stored:

@@ -178,7 +178,7 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
         }
         for e in events
     ]
-    return set((await conn.execute(statement, rows)).scalars())
+    return set((await conn.execute(statement, rows)).scalars().all())
 
 
 async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],

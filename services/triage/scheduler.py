@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import decisions as decision_store
 from triage import history, outreach
-from triage.models import outbox, pupils, scheduled_actions
+from triage.models import outbox, scheduled_actions
 from triage.periodic import plan_attendance_updates
 from triage.rules.recipients import first_contact_address
 from triage.schools import SchoolContext, SchoolContextCache
@@ -101,7 +101,8 @@ class Scheduler:
                 return 0, 0
             actions += await self._rest_of_schools(conn, actions, now)
             contexts = await self._schools.load(conn, {a.school_urn for a in actions})
-            records = await _pupil_records(conn, {(a.school_urn, a.pupil_id) for a in actions})
+            records = await history.roster_records_many(
+                conn, {(a.school_urn, a.pupil_id) for a in actions})
             family_parts: list[_FamilyPart] = []
             for action in actions:
                 requested += await self._settle(conn, action, contexts, records, family_parts,
@@ -230,13 +231,3 @@ class Scheduler:
 def _pupil_ref(pupil_id: str, record: dict[str, Any]) -> PupilRef:
     return PupilRef(pupil_id=pupil_id, given_name=record["given_name"],
                     family_name=record["family_name"])
-
-
-async def _pupil_records(conn: AsyncConnection, keys: set[tuple[str, str]]
-                         ) -> dict[tuple[str, str], tuple[dict[str, Any], bool]]:
-    rows = await conn.execute(
-        select(pupils.c.school_urn, pupils.c.pupil_id, pupils.c.record, pupils.c.on_roll)
-        .select_from(history.for_pupils(conn.dialect.name, pupils)),
-        history.pupil_keys(conn, keys),
-    )
-    return {(urn, pupil_id): (record, on_roll) for urn, pupil_id, record, on_roll in rows}
