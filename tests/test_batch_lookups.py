@@ -7,12 +7,12 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
-from servicekit.database import make_engine
-from sqlalchemy import insert, text
+from servicekit.database import bulk_insert, bulk_rows, make_engine
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from triage import history
 from triage.migrations import upgrade
-from triage.models import marks, pupils
+from triage.models import marks, pupils, received_events
 
 MONDAY = dt.date(2026, 11, 23)
 NOW = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
@@ -105,3 +105,27 @@ async def test_postgres_looks_each_pupil_up_in_the_index_as_marks_grow(postgres_
     assert "Index Scan using marks_pkey" in plan, plan
     assert "(pupil_id)::text = " in plan, f"each pupil looked up by its key:\n{plan}"
     assert "Hash" not in plan and "Seq Scan on marks" not in plan, plan
+
+
+async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: AsyncEngine) -> None:
+    """`bulk_insert`: on PostgreSQL the rows travel as one array per column; JSON, dates and
+    aware timestamps come back exactly as they went in, and a conflict is still a conflict."""
+    names = ("event_id", "kind", "school_urn", "pupil_id", "payload", "received_at")
+    rows = [{"event_id": f"e{n}", "kind": "register_mark.v1", "school_urn": "100001",
+             "pupil_id": f"P{n:04d}", "payload": {"code": "N", "n": n, "note": "it's \"quoted\""},
+             "received_at": NOW + dt.timedelta(microseconds=n)} for n in range(300)]
+    statement = (bulk_insert(engine, received_events, names).on_conflict_do_nothing()
+                 .returning(received_events.c.event_id))
+    async with engine.begin() as conn:
+        first = set((await conn.execute(statement, bulk_rows(engine, names, rows))).scalars())
+        again = set((await conn.execute(
+            statement, bulk_rows(engine, names, rows[:10] + [dict(rows[0], event_id="new")])
+        )).scalars())
+        stored = {row.event_id: row for row in
+                  (await conn.execute(select(received_events))).all()}
+    assert first == {f"e{n}" for n in range(300)}
+    assert again == {"new"}, "rows already stored conflict, the new one goes in"
+    for row in rows:
+        assert stored[row["event_id"]].payload == row["payload"]
+        assert stored[row["event_id"]].received_at == row["received_at"]
+        assert stored[row["event_id"]].received_at.tzinfo is not None

@@ -7,7 +7,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
 
-from servicekit.database import dialect_insert
+from servicekit.database import bulk_insert, bulk_rows
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,6 +15,8 @@ from triage.history import rows_for_keys
 from triage.models import attendance_counters, marks
 from triage.rates import Counts, counts_from_codes, delta, school_year_start
 
+COUNTER_COLUMNS = ("school_urn", "pupil_id", "year_start", "possible", "authorised",
+                   "unauthorised", "updated_at")
 CounterKey = tuple[str, str, dt.date]  # school, pupil, school year start
 MarkChange = tuple[tuple[str, str, dt.date, str], str | None, str]  # key, old code, new code
 
@@ -38,8 +40,7 @@ async def apply_changes(conn: AsyncConnection, changes: list[MarkChange], now: d
         for (urn, pupil_id, year), c in sorted(moved.items())  # sorted: a stable lock order
     ]
     table = attendance_counters
-    # One statement run over the rows (executemany): compiled once, not per batch.
-    statement = dialect_insert(conn.engine)(table)
+    statement = bulk_insert(conn.engine, table, COUNTER_COLUMNS)
     await conn.execute(statement.on_conflict_do_update(
         index_elements=[table.c.school_urn, table.c.pupil_id, table.c.year_start],
         set_={
@@ -48,7 +49,7 @@ async def apply_changes(conn: AsyncConnection, changes: list[MarkChange], now: d
             "unauthorised": table.c.unauthorised + statement.excluded.unauthorised,
             "updated_at": statement.excluded.updated_at,
         },
-    ), rows)
+    ), bulk_rows(conn.engine, COUNTER_COLUMNS, rows))
 
 
 async def load(conn: AsyncConnection, keys: Iterable[CounterKey]) -> dict[CounterKey, Counts]:

@@ -11,7 +11,7 @@ from typing import Literal
 from broker_messages.codes import LEGACY_CODES, canonical_code
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from servicekit.clock import Clock, local_date
-from servicekit.database import dialect_insert
+from servicekit.database import bulk_insert, bulk_rows, dialect_insert
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 Event = RegisterMark | PupilRemoved
 PupilKey = tuple[str, str]
 MarkKey = tuple[str, str, dt.date, str]
+
+
+RECEIVED_COLUMNS = ("event_id", "kind", "school_urn", "pupil_id", "payload", "received_at")
+MARK_COLUMNS = ("school_urn", "pupil_id", "date", "session", "code", "recorded_at", "event_id")
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
     # One cached statement run over the rows (executemany), rather than a multi-row VALUES
     # that would be compiled, and prepared by the driver, afresh for every batch.
     statement = (
-        dialect_insert(conn.engine)(received_events)
+        bulk_insert(conn.engine, received_events, RECEIVED_COLUMNS)
         .on_conflict_do_nothing()
         .returning(received_events.c.event_id)
     )
@@ -178,7 +182,8 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
         }
         for e in events
     ]
-    return set((await conn.execute(statement, rows)).scalars().all())
+    return set((await conn.execute(
+        statement, bulk_rows(conn.engine, RECEIVED_COLUMNS, rows))).scalars().all())
 
 
 async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],
@@ -204,7 +209,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
     }
     if not winners:
         return  # every mark was older than what we hold: recorded, changes nothing
-    statement = dialect_insert(conn.engine)(marks)
+    statement = bulk_insert(conn.engine, marks, MARK_COLUMNS)
     statement = statement.on_conflict_do_update(
         index_elements=[marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session],
         set_={
@@ -214,7 +219,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
         },
         where=marks.c.recorded_at < statement.excluded.recorded_at,
     )
-    await conn.execute(statement, [
+    await conn.execute(statement, bulk_rows(conn.engine, MARK_COLUMNS, [
         {
             "school_urn": m.school_urn,
             "pupil_id": m.pupil_id,
@@ -225,7 +230,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
             "event_id": m.event_id,
         }
         for m in winners.values()
-    ])
+    ]))
     changes = [
         (key, previous[key][0] if key in previous else None, canonical_code(mark.code))
         for key, mark in winners.items()
