@@ -26,6 +26,7 @@ from notifier.models import notifications
 from notifier.settings import NotifierSettings
 from pydantic import SecretStr
 from servicekit.clock import Clock
+from servicekit.runtime import freeze_startup_objects
 from sqlalchemy import select
 from triage.app import TriageService
 from twilio.rest import Client
@@ -158,6 +159,7 @@ async def morning_handoff(triage: TriageService, last_mark_settled: float, amqp_
     assert triage.scheduler is not None
     stub.reset()
     notifier = NotifierService(notifier_settings(amqp_url, notifier_db, stub, workdir), clock)
+    freeze_startup_objects()
     await notifier.start()
     try:
         triage.workers.spawn(triage.scheduler.run(0.05))
@@ -201,6 +203,7 @@ async def end_to_end_latency(amqp_url: str, triage_db: str, notifier_db: str, st
     marks = authority.marks[:count]
     bodies = encode(marks)
     published_at: dict[tuple[str, str], float] = {}
+    freeze_startup_objects()
     await triage.start()
     await notifier.start()
     connection = await aio_pika.connect_robust(amqp_url)
@@ -284,6 +287,7 @@ async def notifier_rate(amqp_url: str, notifier_db: str, stub: TwilioStub, clock
     notifier = NotifierService(notifier_settings(amqp_url, notifier_db, stub, workdir, limit),
                                clock)
     started = time.time()
+    freeze_startup_objects()
     await notifier.start()
     try:
         await wait_for_sms(stub, len(requests), extra=0.5)
