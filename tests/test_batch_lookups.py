@@ -108,8 +108,9 @@ async def test_postgres_looks_each_pupil_up_in_the_index_as_marks_grow(postgres_
 
 
 async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: AsyncEngine) -> None:
-    """`bulk_insert`: on PostgreSQL the rows travel as one array per column; JSON, dates and
-    aware timestamps come back exactly as they went in, and a conflict is still a conflict."""
+    """`bulk_insert`: on PostgreSQL the rows travel as one array per column. JSON, dates and
+    aware timestamps come back exactly as they went in (and compare as dates), and a
+    conflict is still a conflict."""
     names = ("event_id", "kind", "school_urn", "pupil_id", "payload", "received_at")
     rows = [{"event_id": f"e{n}", "kind": "register_mark.v1", "school_urn": "100001",
              "pupil_id": f"P{n:04d}", "payload": {"code": "N", "n": n, "note": "it's \"quoted\""},
@@ -123,6 +124,18 @@ async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: As
         )).scalars())
         stored = {row.event_id: row for row in
                   (await conn.execute(select(received_events))).all()}
+    mark_names = ("school_urn", "pupil_id", "date", "session", "code", "recorded_at",
+                  "event_id")
+    async with engine.begin() as conn:
+        await conn.execute(bulk_insert(engine, marks, mark_names), bulk_rows(
+            engine, mark_names,
+            [{"school_urn": "100001", "pupil_id": "P0001", "date": MONDAY - dt.timedelta(days=back),
+              "session": "AM", "code": "N", "recorded_at": NOW, "event_id": f"m{back}"}
+             for back in (0, 1, 30)]))
+        found = await history.marks_between_many(
+            conn, {("100001", "P0001")}, MONDAY - dt.timedelta(days=7), MONDAY)
+    assert found["100001"]["P0001"] == {MONDAY: {"AM": "N"},
+                                        MONDAY - dt.timedelta(days=1): {"AM": "N"}}
     assert first == {f"e{n}" for n in range(300)}
     assert again == {"new"}, "rows already stored conflict, the new one goes in"
     for row in rows:
