@@ -118,9 +118,9 @@ async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: As
     statement = (bulk_insert(engine, received_events, names).on_conflict_do_nothing()
                  .returning(received_events.c.event_id))
     async with engine.begin() as conn:
-        first = set((await conn.execute(statement, bulk_rows(engine, names, rows))).scalars())
+        first = set((await conn.execute(statement, bulk_rows(engine, received_events, names, rows))).scalars())
         again = set((await conn.execute(
-            statement, bulk_rows(engine, names, rows[:10] + [dict(rows[0], event_id="new")])
+            statement, bulk_rows(engine, received_events, names, rows[:10] + [dict(rows[0], event_id="new")])
         )).scalars())
         stored = {row.event_id: row for row in
                   (await conn.execute(select(received_events))).all()}
@@ -128,7 +128,7 @@ async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: As
                   "event_id")
     async with engine.begin() as conn:
         await conn.execute(bulk_insert(engine, marks, mark_names), bulk_rows(
-            engine, mark_names,
+            engine, marks, mark_names,
             [{"school_urn": "100001", "pupil_id": "P0001", "date": MONDAY - dt.timedelta(days=back),
               "session": "AM", "code": "N", "recorded_at": NOW, "event_id": f"m{back}"}
              for back in (0, 1, 30)]))

@@ -49,7 +49,7 @@ async def apply_changes(conn: AsyncConnection, changes: list[MarkChange], now: d
             "unauthorised": table.c.unauthorised + statement.excluded.unauthorised,
             "updated_at": statement.excluded.updated_at,
         },
-    ), bulk_rows(conn.engine, COUNTER_COLUMNS, rows))
+    ), bulk_rows(conn.engine, table, COUNTER_COLUMNS, rows))
 
 
 async def load(conn: AsyncConnection, keys: Iterable[CounterKey]) -> dict[CounterKey, Counts]:

@@ -183,7 +183,7 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
         for e in events
     ]
     return set((await conn.execute(
-        statement, bulk_rows(conn.engine, RECEIVED_COLUMNS, rows))).scalars().all())
+        statement, bulk_rows(conn.engine, received_events, RECEIVED_COLUMNS, rows))).scalars().all())
 
 
 async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],
@@ -219,7 +219,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
         },
         where=marks.c.recorded_at < statement.excluded.recorded_at,
     )
-    await conn.execute(statement, bulk_rows(conn.engine, MARK_COLUMNS, [
+    await conn.execute(statement, bulk_rows(conn.engine, marks, MARK_COLUMNS, [
         {
             "school_urn": m.school_urn,
             "pupil_id": m.pupil_id,
