@@ -9,13 +9,17 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import pytest
 from notifier.models import notifications
+from servicekit import broker as broker_kit
+from servicekit.consumer import BatchConsumer
 from sqlalchemy import func, select
 from triage.models import marks
 
@@ -208,3 +212,49 @@ async def _relay_flushed(stack: Stack) -> bool:
         await stack.triage.relay.publish_pending()
         return True
     return False
+
+
+async def test_a_consumer_the_broker_cancels_declares_its_queue_again_and_goes_on(
+    amqp_url: str,
+) -> None:
+    """Deleting a queue cancels its consumers. The consumer declares the queue (and its
+    bindings) again and resubscribes, so what is published afterwards is still applied."""
+    name = f"test.cancelled.{uuid.uuid4().hex[:8]}"
+    applied: list[bytes] = []
+
+    async def handle(bodies: list[bytes]) -> list[str | None]:
+        applied.extend(bodies)
+        return [None] * len(bodies)
+
+    connection = await broker_kit.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(f"{name}.x", "direct", auto_delete=True)
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        await queue.bind(exchange, routing_key="k")
+        consumer: BatchConsumer[bytes] = BatchConsumer(
+            name="test", parse=bytes, handle=handle, dead_exchange=exchange, batch_size=10)
+        worker = asyncio.create_task(consumer.run())
+        await consumer.start(queue)
+        await exchange.publish(aio_pika.Message(b"before"), routing_key="k")
+        await consumer.wait_settled(1)
+
+        other = await connection.channel()
+        await other.queue_delete(name)
+        await eventually(lambda: _declared(other, name))  # the consumer declared it again
+        await exchange.publish(aio_pika.Message(b"after"), routing_key="k")  # via the binding
+        await consumer.wait_settled(2)
+        assert applied == [b"before", b"after"]
+        await consumer.stop()
+        worker.cancel()
+        await other.queue_delete(name)
+    finally:
+        await connection.close()
+
+
+async def _declared(channel: Any, name: str) -> bool:
+    try:
+        await channel.declare_queue(name, passive=True)
+        return True
+    except aio_pika.exceptions.ChannelClosed:
+        return False

@@ -18,9 +18,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustChannel
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustQueue,
+)
 from aiormq.abc import DeliveredMessage
 from broker_messages.topology import DELIVERY_LIMIT
+from pamqp import commands as spec
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
@@ -85,6 +92,7 @@ class BatchConsumer(Generic[T]):
         self._tag: str | None = None
         self._queue: AbstractQueue | None = None
         self._stopping = False
+        self._recovery: asyncio.Task[None] | None = None
         # Messages acked or dead-lettered so far, for operators and for tests to await.
         self.settled = 0
         self._progress = asyncio.Condition()
@@ -109,8 +117,31 @@ class BatchConsumer(Generic[T]):
     async def _subscribe(self, channel: AbstractChannel) -> None:
         assert self._queue is not None
         underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(self._on_cancelled)
         subscribed = await underlay.basic_consume(self._queue.name, self._deliver)
         self._tag = subscribed.consumer_tag
+
+    def _on_cancelled(self, frame: spec.Basic.Cancel) -> None:
+        """The broker ended the subscription (the queue was deleted): declare the queue and
+        its bindings again and resubscribe, as aio-pika does for its own consumers."""
+        if frame.consumer_tag != self._tag or self._stopping:
+            return
+        log.error("%s.consumer.cancelled_by_broker", self._name)
+        self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        async for attempt in AsyncRetrying(wait=wait_exponential_jitter(initial=0.2, max=10)):
+            with attempt:
+                if self._stopping:
+                    return
+                if isinstance(queue, AbstractRobustQueue):
+                    await queue.restore()  # declare, and bind as before
+                else:
+                    await queue.declare()
+                await self._subscribe(queue.channel)
+        log.info("%s.consumer.resubscribed", self._name)
 
     async def _deliver(self, message: DeliveredMessage) -> None:
         self._inbox.put_nowait(message)  # unbounded, but the broker sends at most `prefetch`
