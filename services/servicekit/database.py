@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     Dialect,
     Select,
     String,
     Table,
+    Text,
     bindparam,
+    cast,
     event,
     func,
     select,
@@ -119,11 +122,17 @@ def key_values(dialect_name: str, keys: Iterable[tuple[str, str]]) -> dict[str, 
     return {"key_rows": json.dumps(rows)}
 
 
+def _is_json(table: Table, name: str) -> bool:
+    return isinstance(table.c[name].type, JSON)
+
+
 @functools.cache
 def _unnested(table: Table, names: tuple[str, ...]) -> Select:
-    rows = func.unnest(*[bindparam(f"bulk_{name}", type_=postgresql.ARRAY(table.c[name].type))
-                         for name in names]).table_valued(*names).render_derived()
-    return select(*[rows.c[name] for name in names])
+    rows = func.unnest(*[bindparam(f"bulk_{name}", type_=postgresql.ARRAY(
+        Text if _is_json(table, name) else table.c[name].type))
+        for name in names]).table_valued(*names).render_derived()
+    return select(*[cast(rows.c[name], table.c[name].type) if _is_json(table, name)
+                    else rows.c[name] for name in names])
 
 
 @functools.cache
@@ -136,8 +145,11 @@ def _walked(names: tuple[str, ...]) -> Select:
 
 @functools.cache
 def _stored_forms(table: Table, names: tuple[str, ...], dialect: Dialect) -> list[Any]:
-    """Each column's conversion to the text SQLite stores (what SQLAlchemy itself writes)."""
-    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+    """Each column's conversion to the text SQLite stores (what SQLAlchemy itself writes);
+    JSON columns arrive as JSON text already."""
+    return [None if _is_json(table, name)
+            else table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in names]
 
 
 def bulk_insert(engine: AsyncEngine, table: Table, names: Sequence[str]) -> Any:
@@ -154,7 +166,9 @@ def bulk_insert(engine: AsyncEngine, table: Table, names: Sequence[str]) -> Any:
 
 def bulk_rows(engine: AsyncEngine, table: Table, names: Sequence[str],
               rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The parameters for `bulk_insert`: no two rows may share a conflict key."""
+    """The parameters for `bulk_insert`: no two rows may share a conflict key, and JSON
+    columns are given as JSON text (a model's `model_dump_json()`, much cheaper than a dict
+    serialised by SQLAlchemy)."""
     if engine.dialect.name == "postgresql":
         return {f"bulk_{name}": [row[name] for row in rows] for name in names}
     forms = _stored_forms(table, tuple(names), engine.dialect)
@@ -173,7 +187,7 @@ def _stored(form: Any, values: list[Any]) -> list[Any]:
             stored.append(seen[value])
         except KeyError:
             stored.append(seen.setdefault(value, form(value)))
-        except TypeError:  # unhashable: a JSON document
+        except TypeError:  # unhashable
             stored.append(form(value))
     return stored
 

@@ -177,7 +177,7 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
             "kind": e.schema_,
             "school_urn": e.school_urn,
             "pupil_id": e.pupil_id,
-            "payload": e.model_dump(mode="json", by_alias=True),
+            "payload": e.model_dump_json(by_alias=True),
             "received_at": now,
         }
         for e in events
