@@ -37,6 +37,7 @@ POLICY = {"first_day_contact": {"not_before": "00:00", "channels": ["sms"]}}
 LATENCY_RATE = 500.0
 LATENCY_SECONDS = {"full": 30, "quick": 8}
 RATE_WINDOW_SECONDS = 5  # how long each rate-limited notifier run lasts
+BARE_RUNS = 3
 
 
 def _authority(mode: str, scale: float, day: dt.date, recorded_from: dt.datetime) -> Authority:
@@ -83,9 +84,14 @@ async def _in_process(mode: str, report: Report, workdir: Path, amqp_url: str,
     sqlite_template = workdir / "roster.db"
     await rosters.load(f"sqlite+aiosqlite:///{sqlite_template}", authority, REGISTERS_CLOSED)
 
-    bare = await bare_consume(amqp_url, bodies, prefetch)
+    # The ceiling is the median of three runs: a quick-size run lasts half a second, and one
+    # run alone swung the ratios by ten points on this shared machine.
+    runs = sorted([await bare_consume(amqp_url, bodies, prefetch) for _ in range(BARE_RUNS)],
+                  key=lambda rate: rate.per_second)
+    bare = runs[len(runs) // 2]
     ceiling = bare.per_second
     report.figure("bare aio-pika consume-and-ack (ceiling)", f"{ceiling:,.0f} msg/s", "100%",
+                  f"median of {len(runs)} runs ({', '.join(f'{r.per_second:,.0f}' for r in runs)}); "
                   f"{bare.count:,} msgs, quorum queue, prefetch {prefetch}, one ack per message")
     report.figure("publish rate (confirms, 500 in flight)", f"{bare.publish_per_second:,.0f} msg/s")
 
