@@ -179,17 +179,11 @@ def bulk_rows(engine: AsyncEngine, table: Table, names: Sequence[str],
 
 
 def _stored(form: Any, values: list[Any]) -> list[Any]:
-    """A batch shares a few dates and one timestamp: convert each distinct value once."""
+    """A batch shares a few dates and one timestamp: convert each distinct value once (JSON
+    columns, the only unhashable values, have no conversion and never come here)."""
     seen: dict[Any, Any] = {}
-    stored = []
-    for value in values:
-        try:
-            stored.append(seen[value])
-        except KeyError:
-            stored.append(seen.setdefault(value, form(value)))
-        except TypeError:  # unhashable
-            stored.append(form(value))
-    return stored
+    return [seen[value] if value in seen else seen.setdefault(value, form(value))
+            for value in values]
 
 
 def supports_skip_locked(engine: AsyncEngine) -> bool:

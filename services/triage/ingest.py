@@ -164,8 +164,8 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
     """Insert into the deduplication log; returns the event ids seen for the first time."""
     if not events:
         return set()
-    # One cached statement run over the rows (executemany), rather than a multi-row VALUES
-    # that would be compiled, and prepared by the driver, afresh for every batch.
+    # One cached statement for the whole batch (`bulk_insert`), rather than a multi-row VALUES
+    # that would be compiled, and prepared by the driver, afresh for every batch size.
     statement = (
         bulk_insert(conn.engine, received_events, RECEIVED_COLUMNS)
         .on_conflict_do_nothing()
@@ -182,8 +182,9 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
         }
         for e in events
     ]
-    return set((await conn.execute(
-        statement, bulk_rows(conn.engine, received_events, RECEIVED_COLUMNS, rows))).scalars().all())
+    fresh = await conn.execute(
+        statement, bulk_rows(conn.engine, received_events, RECEIVED_COLUMNS, rows))
+    return set(fresh.scalars().all())
 
 
 async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],
