@@ -117,7 +117,7 @@ async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: As
              "pupil_id": f"P{n:04d}",
              "payload": json.dumps({"code": "N", "n": n, "note": "it's \"quoted\" \u00e9"}),
              "received_at": NOW + dt.timedelta(microseconds=n)} for n in range(300)]
-    statement = (bulk_insert(engine, received_events, names).on_conflict_do_nothing()
+    statement = (bulk_insert(engine.dialect.name, received_events, names).on_conflict_do_nothing()
                  .returning(received_events.c.event_id))
     async with engine.begin() as conn:
         first = set((await conn.execute(statement, bulk_rows(engine, received_events, names, rows))).scalars())
@@ -129,7 +129,7 @@ async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: As
     mark_names = ("school_urn", "pupil_id", "date", "session", "code", "recorded_at",
                   "event_id")
     async with engine.begin() as conn:
-        await conn.execute(bulk_insert(engine, marks, mark_names), bulk_rows(
+        await conn.execute(bulk_insert(engine.dialect.name, marks, mark_names), bulk_rows(
             engine, marks, mark_names,
             [{"school_urn": "100001", "pupil_id": "P0001", "date": MONDAY - dt.timedelta(days=back),
               "session": "AM", "code": "N", "recorded_at": NOW, "event_id": f"m{back}"}

@@ -4,11 +4,12 @@ difference each new or amended mark makes, never recomputed from a year of marks
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 
 from servicekit.database import bulk_insert, bulk_rows
-from sqlalchemy import select
+from sqlalchemy import Insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage.history import rows_for_keys
@@ -39,9 +40,16 @@ async def apply_changes(conn: AsyncConnection, changes: list[MarkChange], now: d
          "authorised": c.authorised, "unauthorised": c.unauthorised, "updated_at": now}
         for (urn, pupil_id, year), c in sorted(moved.items())  # sorted: a stable lock order
     ]
+    await conn.execute(_upsert(conn.dialect.name),
+                       bulk_rows(conn.engine, attendance_counters, COUNTER_COLUMNS, rows))
+
+
+@functools.cache
+def _upsert(dialect_name: str) -> Insert:
+    """Built once per dialect and used again (see `history.pupil_rows`)."""
     table = attendance_counters
-    statement = bulk_insert(conn.engine, table, COUNTER_COLUMNS)
-    await conn.execute(statement.on_conflict_do_update(
+    statement = bulk_insert(dialect_name, table, COUNTER_COLUMNS)
+    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
         index_elements=[table.c.school_urn, table.c.pupil_id, table.c.year_start],
         set_={
             "possible": table.c.possible + statement.excluded.possible,
@@ -49,20 +57,20 @@ async def apply_changes(conn: AsyncConnection, changes: list[MarkChange], now: d
             "unauthorised": table.c.unauthorised + statement.excluded.unauthorised,
             "updated_at": statement.excluded.updated_at,
         },
-    ), bulk_rows(conn.engine, table, COUNTER_COLUMNS, rows))
+    )
 
 
 async def load(conn: AsyncConnection, keys: Iterable[CounterKey]) -> dict[CounterKey, Counts]:
     wanted = set(keys)
     found: dict[CounterKey, Counts] = {}
-    table = attendance_counters
     rows = await rows_for_keys(
-        conn, table, [table.c.school_urn, table.c.pupil_id, table.c.year_start,
-                      table.c.possible, table.c.authorised, table.c.unauthorised],
-        table.c.year_start, wanted)
+        conn, attendance_counters,
+        ("school_urn", "pupil_id", "year_start", "possible", "authorised", "unauthorised"),
+        "year_start", wanted)
     for urn, pupil_id, year, possible, authorised, unauthorised in rows:
         found[(urn, pupil_id, year)] = Counts(possible, authorised, unauthorised)
-    return {k: found.get(k, Counts()) for k in wanted}
+    none = Counts()
+    return {k: found.get(k, none) for k in wanted}
 
 
 async def recount(conn: AsyncConnection, school_urn: str, pupil_id: str,

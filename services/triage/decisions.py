@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from servicekit.database import dialect_insert
-from sqlalchemy import select, update
+from sqlalchemy import Insert, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage.models import decisions, scheduled_actions
@@ -84,16 +85,27 @@ async def apply_all(conn: AsyncConnection, placed: list[Placed], now: dt.datetim
         await _store_all(conn, list(first.values()), now)
 
 
-async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.datetime) -> None:
-    insert = dialect_insert(conn.engine)(scheduled_actions)
-    # A cancelled action comes back if the mark returns to N (it never fired); anything else
-    # already stored under the key wins, and is not returned.
-    statement = insert.on_conflict_do_update(
+@functools.cache
+def _actions_upsert(dialect_name: str) -> Insert:
+    """Built once per dialect: every batch stores its decisions (see `history.pupil_rows`).
+    A cancelled action comes back if the mark returns to N (it never fired); anything else
+    already stored under the key wins, and is not returned."""
+    insert = dialect_insert(dialect_name)(scheduled_actions)
+    return insert.on_conflict_do_update(  # type: ignore[no-any-return]
         index_elements=[scheduled_actions.c.dedup_key],
         set_={"status": insert.excluded.status, "due_at": insert.excluded.due_at,
               "reason": insert.excluded.reason, "updated_at": insert.excluded.updated_at},
         where=scheduled_actions.c.status == "cancelled",
     ).returning(scheduled_actions.c.dedup_key)
+
+
+_LOG = decisions.insert()
+_PENDING = select(scheduled_actions.c.dedup_key).where(
+    scheduled_actions.c.dedup_key.in_(bindparam("keys", expanding=True)),
+    scheduled_actions.c.status == "pending")
+
+
+async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.datetime) -> None:
     rows = [
         {"dedup_key": decision.dedup_key, "rule": decision.rule, "school_urn": urn,
          "pupil_id": pupil_id, "date": day, "episode_start": decision.episode_start,
@@ -102,7 +114,7 @@ async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.dateti
          "reason": decision.reason, "created_at": now, "updated_at": now}
         for decision, urn, pupil_id, day in placed
     ]
-    stored = set((await conn.execute(statement, rows)).scalars().all())
+    stored = set((await conn.execute(_actions_upsert(conn.dialect.name), rows)).scalars().all())
     log_rows = []
     for (decision, urn, pupil_id, _day), row in zip(placed, rows, strict=True):
         if decision.dedup_key not in stored:
@@ -115,7 +127,7 @@ async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.dateti
         log.info("triage.decision.%s rule=%s school_urn=%s pupil_id=%s", outcome,
                  decision.rule, urn, pupil_id)
     if log_rows:
-        await conn.execute(decisions.insert(), log_rows)
+        await conn.execute(_LOG, log_rows)
 
 
 async def _withdraw_all(conn: AsyncConnection,
@@ -124,12 +136,7 @@ async def _withdraw_all(conn: AsyncConnection,
     keys = list(withdrawals)
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        pending = (await conn.execute(
-            select(scheduled_actions.c.dedup_key).where(
-                scheduled_actions.c.dedup_key.in_(chunk),
-                scheduled_actions.c.status == "pending",
-            )
-        )).scalars().all()
+        pending = (await conn.execute(_PENDING, {"keys": chunk})).scalars().all()
         for dedup_key in pending:
             decision, urn, pupil_id = withdrawals[dedup_key]
             await _withdraw(conn, decision, urn, pupil_id, now)

@@ -19,6 +19,8 @@ from triage.rules import episodes, first_day, penalty, statutory, thresholds
 from triage.rules.decisions import PENALTY_NOTICE_THRESHOLD
 from triage.schools import SchoolContext
 
+_NEVER_CROSSED = thresholds.CrossingState()
+
 
 class Evaluator:
     def __init__(self, conn: AsyncConnection, contexts: dict[str, SchoolContext],
@@ -149,12 +151,14 @@ class Evaluator:
             school_states = states.get(urn, {})
             school_changed: dict[history.StateKey, tuple[bool, int, dt.date | None]] = {}
             scope = str(year.year)
+            school_thresholds = thresholds.thresholds(context.policy)
             for pupil_id in sorted(pupil_days):
                 pupil_counts = counts[(urn, pupil_id, year)]
-                for threshold in thresholds.thresholds(context.policy):
+                for threshold in school_thresholds:
                     state_key = (pupil_id, threshold.rule, scope)
-                    armed, crossings, _ = school_states.get(state_key, (True, 0, None))
-                    before = thresholds.CrossingState(armed, crossings)
+                    stored = school_states.get(state_key)
+                    before = (_NEVER_CROSSED if stored is None
+                              else thresholds.CrossingState(stored[0], stored[1]))
                     after, decision = thresholds.crossing(
                         threshold, school_urn=urn, pupil_id=pupil_id, counts=pupil_counts,
                         year_start=year, state=before, policy=context.policy, now=self._now)

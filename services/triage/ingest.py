@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import zlib
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from broker_messages.codes import LEGACY_CODES, canonical_code
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from servicekit.clock import Clock, local_date
 from servicekit.database import bulk_insert, bulk_rows, dialect_insert
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Insert, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import counters, history
@@ -164,13 +165,6 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
     """Insert into the deduplication log; returns the event ids seen for the first time."""
     if not events:
         return set()
-    # One cached statement for the whole batch (`bulk_insert`), rather than a multi-row VALUES
-    # that would be compiled, and prepared by the driver, afresh for every batch size.
-    statement = (
-        bulk_insert(conn.engine, received_events, RECEIVED_COLUMNS)
-        .on_conflict_do_nothing()
-        .returning(received_events.c.event_id)
-    )
     rows = [
         {
             "event_id": e.event_id,
@@ -182,9 +176,33 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
         }
         for e in events
     ]
-    fresh = await conn.execute(
-        statement, bulk_rows(conn.engine, received_events, RECEIVED_COLUMNS, rows))
+    fresh = await conn.execute(_record_statement(conn.dialect.name),
+                               bulk_rows(conn.engine, received_events, RECEIVED_COLUMNS, rows))
     return set(fresh.scalars().all())
+
+
+# Each statement of a batch is built once (per dialect) and used again: one statement for
+# the whole batch (`bulk_insert`), rather than a multi-row VALUES compiled, and prepared by
+# the driver, afresh for every batch size; and the same object each time, which spares
+# SQLAlchemy its per-execution cache key and result matching (see `history.pupil_rows`).
+@functools.cache
+def _record_statement(dialect_name: str) -> Insert:
+    return (bulk_insert(dialect_name, received_events, RECEIVED_COLUMNS)  # type: ignore[no-any-return]
+            .on_conflict_do_nothing().returning(received_events.c.event_id))
+
+
+@functools.cache
+def _marks_upsert(dialect_name: str) -> Insert:
+    statement = bulk_insert(dialect_name, marks, MARK_COLUMNS)
+    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=[marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session],
+        set_={
+            "code": statement.excluded.code,
+            "recorded_at": statement.excluded.recorded_at,
+            "event_id": statement.excluded.event_id,
+        },
+        where=marks.c.recorded_at < statement.excluded.recorded_at,
+    )
 
 
 async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],
@@ -210,17 +228,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
     }
     if not winners:
         return  # every mark was older than what we hold: recorded, changes nothing
-    statement = bulk_insert(conn.engine, marks, MARK_COLUMNS)
-    statement = statement.on_conflict_do_update(
-        index_elements=[marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session],
-        set_={
-            "code": statement.excluded.code,
-            "recorded_at": statement.excluded.recorded_at,
-            "event_id": statement.excluded.event_id,
-        },
-        where=marks.c.recorded_at < statement.excluded.recorded_at,
-    )
-    await conn.execute(statement, bulk_rows(conn.engine, marks, MARK_COLUMNS, [
+    await conn.execute(_marks_upsert(conn.dialect.name), bulk_rows(conn.engine, marks, MARK_COLUMNS, [
         {
             "school_urn": m.school_urn,
             "pupil_id": m.pupil_id,
@@ -259,8 +267,8 @@ async def _current_marks(
     dates (usually one), narrowed to the exact keys here."""
     wanted = set(keys)
     rows = await rows_for_keys(
-        conn, marks, [marks.c.school_urn, marks.c.pupil_id, marks.c.date, marks.c.session,
-                      marks.c.code, marks.c.recorded_at], marks.c.date, wanted)
+        conn, marks, ("school_urn", "pupil_id", "date", "session", "code", "recorded_at"),
+        "date", wanted)
     found: dict[MarkKey, tuple[str, dt.datetime]] = {}
     for urn, pupil_id, day, session, code, recorded_at in rows:
         if (urn, pupil_id, day, session) in wanted:

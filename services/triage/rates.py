@@ -8,6 +8,7 @@ its new code, so a rate never needs a year of marks re-read (100k pupils in a mo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ class Counts:
                       self.unauthorised - other.unauthorised)
 
 
+@functools.cache  # Counts are immutable: one per code, shared (a morning asks 100,000 times)
 def counts_of(code: str | None) -> Counts:
     """What one session with `code` contributes (None: no mark yet)."""
     if code is None:
@@ -68,6 +70,7 @@ def counts_of(code: str | None) -> Counts:
     )
 
 
+@functools.cache
 def delta(old_code: str | None, new_code: str) -> Counts:
     """How the counters change when a session's mark goes from `old_code` to `new_code`."""
     return counts_of(new_code) - counts_of(old_code)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from broker_messages.contact import DeliveryWindow, Recipient, School
 from servicekit.database import dialect_insert
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage.calendar import SchoolCalendar
@@ -53,6 +53,13 @@ class SchoolContext:
         return School(urn=self.urn, name=self.name, phone=self.phone, timezone=str(self.tz))
 
 
+# Built once: each batch checks its schools (see `history.pupil_rows`).
+_STAMPS = select(schools.c.urn, schools.c.updated_at).where(
+    schools.c.urn.in_(bindparam("urns", expanding=True)))
+_DOCUMENTS = select(schools.c.urn, schools.c.document, schools.c.updated_at).where(
+    schools.c.urn.in_(bindparam("urns", expanding=True)))
+
+
 class SchoolContextCache:
     """Parsing a calendar and policy per event would dominate a busy morning: keep the parsed
     view per school, keyed by the upload's timestamp so a new upload is seen at once."""
@@ -64,20 +71,10 @@ class SchoolContextCache:
         wanted = set(urns)
         if not wanted:
             return {}
-        stamps = (
-            await conn.execute(
-                select(schools.c.urn, schools.c.updated_at).where(schools.c.urn.in_(wanted))
-            )
-        ).all()
+        stamps = (await conn.execute(_STAMPS, {"urns": sorted(wanted)})).all()
         stale = [urn for urn, stamp in stamps if self._cache.get(urn, (None,))[0] != stamp]
         if stale:
-            rows = (
-                await conn.execute(
-                    select(schools.c.urn, schools.c.document, schools.c.updated_at).where(
-                        schools.c.urn.in_(stale)
-                    )
-                )
-            ).all()
+            rows = (await conn.execute(_DOCUMENTS, {"urns": stale})).all()
             for urn, document, stamp in rows:
                 self._cache[urn] = (stamp, _context(document))
         return {urn: self._cache[urn][1] for urn, _ in stamps}
