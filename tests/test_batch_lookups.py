@@ -6,14 +6,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from servicekit.database import bulk_insert, bulk_rows, make_engine
+from broker_messages.events import EVENT_ADAPTER
+from servicekit.clock import FrozenClock
+from servicekit.database import bulk_execute, bulk_insert, make_engine
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from triage import history
+from triage.ingest import Ingestor
 from triage.migrations import upgrade
 from triage.models import marks, pupils, received_events
+from triage.school_document import SchoolDocument
+from triage.schools import SchoolContextCache, store_school
+
+from tests.factories import LONDON, URN, pupil, school
 
 MONDAY = dt.date(2026, 11, 23)
 NOW = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
@@ -109,38 +117,63 @@ async def test_postgres_looks_each_pupil_up_in_the_index_as_marks_grow(postgres_
 
 
 async def test_a_batch_written_in_one_statement_reads_back_as_written(engine: AsyncEngine) -> None:
-    """`bulk_insert`: one array per column on PostgreSQL, one JSON array of rows on SQLite.
-    JSON (given as text), dates and aware timestamps come back exactly as they went in (and
-    compare as dates), and a conflict is still a conflict."""
+    """`bulk_insert`: one array per column on PostgreSQL, the driver's executemany of ready
+    values on SQLite. JSON (given as text), dates and aware timestamps come back exactly as
+    they went in (and compare as dates), and a conflict is still a conflict."""
     names = ("event_id", "kind", "school_urn", "pupil_id", "payload", "received_at")
     rows = [{"event_id": f"e{n}", "kind": "register_mark.v1", "school_urn": "100001",
              "pupil_id": f"P{n:04d}",
              "payload": json.dumps({"code": "N", "n": n, "note": "it's \"quoted\" \u00e9"}),
              "received_at": NOW + dt.timedelta(microseconds=n)} for n in range(300)]
-    statement = (bulk_insert(engine.dialect.name, received_events, names).on_conflict_do_nothing()
-                 .returning(received_events.c.event_id))
+    statement = bulk_insert(engine.dialect.name, received_events, names).on_conflict_do_nothing()
     async with engine.begin() as conn:
-        first = set((await conn.execute(statement, bulk_rows(engine, received_events, names, rows))).scalars())
-        again = set((await conn.execute(
-            statement, bulk_rows(engine, received_events, names, rows[:10] + [dict(rows[0], event_id="new")])
-        )).scalars())
+        await bulk_execute(conn, statement, received_events, names, rows)
+        await bulk_execute(conn, statement, received_events, names,
+                           [dict(row, kind="changed") for row in rows[:10]]
+                           + [dict(rows[0], event_id="new")])
         stored = {row.event_id: row for row in
                   (await conn.execute(select(received_events))).all()}
     mark_names = ("school_urn", "pupil_id", "date", "session", "code", "recorded_at",
                   "event_id")
     async with engine.begin() as conn:
-        await conn.execute(bulk_insert(engine.dialect.name, marks, mark_names), bulk_rows(
-            engine, marks, mark_names,
+        await bulk_execute(
+            conn, bulk_insert(engine.dialect.name, marks, mark_names), marks, mark_names,
             [{"school_urn": "100001", "pupil_id": "P0001", "date": MONDAY - dt.timedelta(days=back),
               "session": "AM", "code": "N", "recorded_at": NOW, "event_id": f"m{back}"}
-             for back in (0, 1, 30)]))
+             for back in (0, 1, 30)])
         found = await history.marks_between_many(
             conn, {("100001", "P0001")}, MONDAY - dt.timedelta(days=7), MONDAY)
     assert found["100001"]["P0001"] == {MONDAY: {"AM": "N"},
                                         MONDAY - dt.timedelta(days=1): {"AM": "N"}}
-    assert first == {f"e{n}" for n in range(300)}
-    assert again == {"new"}, "rows already stored conflict, the new one goes in"
+    assert set(stored) == {f"e{n}" for n in range(300)} | {"new"}
+    assert {stored[f"e{n}"].kind for n in range(10)} == {"register_mark.v1"}, \
+        "rows already stored conflict and are left as they were; the new one goes in"
     for row in rows:
         assert stored[row["event_id"]].payload == json.loads(row["payload"])
         assert stored[row["event_id"]].received_at == row["received_at"]
         assert stored[row["event_id"]].received_at.tzinfo is not None
+
+
+async def test_an_event_already_recorded_is_a_duplicate_in_any_later_batch(
+        engine: AsyncEngine) -> None:
+    """The deduplication log on both databases: PostgreSQL learns what is new from the insert
+    (RETURNING), SQLite by reading the batch's ids first."""
+    clock = FrozenClock(dt.datetime(2026, 11, 23, 9, 30, tzinfo=LONDON))
+    async with engine.begin() as conn:
+        await store_school(conn, SchoolDocument.model_validate(
+            school([pupil("P1", contacts=[]), pupil("P2", contacts=[])])), clock.now())
+    ingestor = Ingestor(engine, clock, SchoolContextCache())
+
+    def event(pupil_id: str, n: int) -> Any:
+        return EVENT_ADAPTER.validate_python({
+            "schema": "register.mark/v1", "event_id": f"event-{n}", "school_urn": URN,
+            "pupil_id": pupil_id, "date": MONDAY.isoformat(), "session": "AM", "code": "N",
+            "recorded_at": dt.datetime(2026, 11, 23, 8, 50 + n, tzinfo=LONDON).isoformat()})
+
+    first = await ingestor.apply([event("P1", 1), event("P2", 2), event("P1", 1)])
+    second = await ingestor.apply([event("P2", 2), event("P1", 3), event("P1", 3)])
+    assert [o.status for o in first] == ["applied", "applied", "duplicate"]
+    assert [o.status for o in second] == ["duplicate", "applied", "duplicate"]
+    async with engine.connect() as conn:
+        logged = (await conn.execute(select(received_events.c.event_id))).scalars().all()
+    assert sorted(logged) == ["event-1", "event-2", "event-3"]

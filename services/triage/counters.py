@@ -8,7 +8,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Iterable
 
-from servicekit.database import bulk_insert, bulk_rows
+from servicekit.database import bulk_execute, bulk_insert
 from sqlalchemy import Insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,8 +40,8 @@ async def apply_changes(conn: AsyncConnection, changes: list[MarkChange], now: d
          "authorised": c.authorised, "unauthorised": c.unauthorised, "updated_at": now}
         for (urn, pupil_id, year), c in sorted(moved.items())  # sorted: a stable lock order
     ]
-    await conn.execute(_upsert(conn.dialect.name),
-                       bulk_rows(conn.engine, attendance_counters, COUNTER_COLUMNS, rows))
+    await bulk_execute(conn, _upsert(conn.dialect.name), attendance_counters, COUNTER_COLUMNS,
+                       rows)
 
 
 @functools.cache

@@ -12,8 +12,8 @@ from typing import Literal
 from broker_messages.codes import LEGACY_CODES, canonical_code
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from servicekit.clock import Clock, local_date
-from servicekit.database import bulk_insert, bulk_rows, dialect_insert
-from sqlalchemy import Insert, delete, select, text, update
+from servicekit.database import bulk_execute, bulk_insert, dialect_insert
+from sqlalchemy import Insert, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import counters, history
@@ -176,9 +176,19 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
         }
         for e in events
     ]
-    fresh = await conn.execute(_record_statement(conn.dialect.name),
-                               bulk_rows(conn.engine, received_events, RECEIVED_COLUMNS, rows))
-    return set(fresh.scalars().all())
+    if conn.dialect.name == "postgresql":
+        fresh = await bulk_execute(conn, _record_statement(conn.dialect.name), received_events,
+                                   RECEIVED_COLUMNS, rows)
+        return set(fresh.scalars().all())
+    # SQLite returns no rows from a bulk insert: read which ids are stored already, then
+    # insert the others. Nothing can come between: a second writer's commit since this read
+    # fails our write as a stale snapshot (SQLITE_BUSY), and the batch is retried.
+    seen = set((await conn.execute(_SEEN, {"ids": [e.event_id for e in events]})).scalars())
+    rows = [row for row in rows if row["event_id"] not in seen]
+    if rows:
+        await bulk_execute(conn, _record_statement(conn.dialect.name), received_events,
+                           RECEIVED_COLUMNS, rows)
+    return {row["event_id"] for row in rows}
 
 
 # Each statement of a batch is built once (per dialect) and used again: one statement for
@@ -187,8 +197,15 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
 # SQLAlchemy its per-execution cache key and result matching (see `history.pupil_rows`).
 @functools.cache
 def _record_statement(dialect_name: str) -> Insert:
-    return (bulk_insert(dialect_name, received_events, RECEIVED_COLUMNS)  # type: ignore[no-any-return]
-            .on_conflict_do_nothing().returning(received_events.c.event_id))
+    statement = bulk_insert(dialect_name, received_events, RECEIVED_COLUMNS)
+    if dialect_name != "postgresql":
+        return statement  # type: ignore[no-any-return]  # ids checked first (no RETURNING)
+    return statement.on_conflict_do_nothing().returning(  # type: ignore[no-any-return]
+        received_events.c.event_id)
+
+
+_SEEN = select(received_events.c.event_id).where(
+    received_events.c.event_id.in_(bindparam("ids", expanding=True)))
 
 
 @functools.cache
@@ -228,7 +245,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
     }
     if not winners:
         return  # every mark was older than what we hold: recorded, changes nothing
-    await conn.execute(_marks_upsert(conn.dialect.name), bulk_rows(conn.engine, marks, MARK_COLUMNS, [
+    await bulk_execute(conn, _marks_upsert(conn.dialect.name), marks, MARK_COLUMNS, [
         {
             "school_urn": m.school_urn,
             "pupil_id": m.pupil_id,
@@ -239,7 +256,7 @@ async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark]
             "event_id": m.event_id,
         }
         for m in winners.values()
-    ]))
+    ])
     changes = [
         (key, previous[key][0] if key in previous else None, canonical_code(mark.code))
         for key, mark in winners.items()
