@@ -51,6 +51,8 @@ class Dispatcher:
         self._batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
+        # Rows this process has claimed and not yet settled.
+        self._holding: set[Any] = set()
         # Notifications settled (sent, failed or suppressed) so far, for operators and tests.
         self.settled = 0
         self._progress = asyncio.Condition()
@@ -65,39 +67,61 @@ class Dispatcher:
 
     async def dispatch_due(self) -> int:
         """Move due fallback chains on, then send everything due now; returns how many
-        notifications were settled."""
+        notifications were settled.
+
+        Up to `batch_size` rows are in hand at once, and more are claimed as soon as half
+        have settled, while the rest still wait for their turn at the rate limit: claiming
+        only once a whole batch had settled left the provider's slots unused for the length
+        of a claim at every batch (3-5% of the limit over two seconds at 100/s)."""
         await self._chase.run_due()
         total = 0
+        in_hand: set[asyncio.Task[None]] = set()
+        failure: BaseException | None = None
+        more = True
         while True:
-            claimed = await self._claim()
-            if not claimed:
+            if self._wake.is_set():  # new rows stored (or a chain moved on) since the last claim
+                self._wake.clear()
+                more = True
+            if more and failure is None and len(in_hand) <= self._batch_size // 2:
+                claimed = await self._claim(self._batch_size - len(in_hand))
+                more = bool(claimed)
+                if claimed:
+                    async with self._engine.connect() as conn:
+                        stopped = await optout.opted_out_among(
+                            conn, {(row.school_urn, row.to) for row in claimed
+                                   if row.channel == "sms"})
+                    in_hand.update(asyncio.ensure_future(self._send(
+                        row, opted_out=(row.school_urn, row.to) in stopped
+                        and row.channel == "sms")) for row in claimed)
+                    continue
+            if not in_hand:
+                if failure is not None:
+                    raise failure
                 return total
-            async with self._engine.connect() as conn:
-                stopped = await optout.opted_out_among(
-                    conn, {(row.school_urn, row.to) for row in claimed if row.channel == "sms"})
-            await asyncio.gather(*(
-                self._send(row, opted_out=(row.school_urn, row.to) in stopped
-                           and row.channel == "sms")
-                for row in claimed
-            ))
-            total += len(claimed)
+            done, in_hand = await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+            total += len(done)
+            for task in done:
+                if failure is None and task.exception() is not None:
+                    failure = task.exception()  # stop claiming; let the rest settle
 
-    async def _claim(self) -> list[Row[Any]]:
+    async def _claim(self, limit: int) -> list[Row[Any]]:
         now = self._clock.now()
         async with self._engine.begin() as conn:
             # A claim this old belongs to a process that died mid-send: the message may or
             # may not have gone, so it is checked with the provider before any resend.
-            await conn.execute(
-                update(notifications)
-                .where(notifications.c.status == "sending",
-                       notifications.c.claimed_at < now - self._claim_expiry)
-                .values(status="pending", uncertain=True)
-            )
+            # Never one of this process's own: rows in hand may wait their turn at the rate
+            # limit while it claims more (and a test's clock can jump past the expiry).
+            expired = update(notifications).where(
+                notifications.c.status == "sending",
+                notifications.c.claimed_at < now - self._claim_expiry)
+            if self._holding:
+                expired = expired.where(notifications.c.id.not_in(self._holding))
+            await conn.execute(expired.values(status="pending", uncertain=True))
             query = (
                 select(notifications.c.id)
                 .where(notifications.c.status == "pending", notifications.c.due_at <= now)
                 .order_by(notifications.c.due_at, notifications.c.created_at)
-                .limit(self._batch_size)
+                .limit(limit)
             )
             if supports_skip_locked(self._engine):
                 query = query.with_for_update(skip_locked=True)
@@ -105,15 +129,22 @@ class Dispatcher:
             if not ids:
                 return []
             # The status condition makes the claim safe where SKIP LOCKED does not exist.
-            claimed = await conn.execute(
+            claimed = list((await conn.execute(
                 update(notifications)
                 .where(notifications.c.id.in_(ids), notifications.c.status == "pending")
                 .values(status="sending", claimed_at=now, updated_at=now)
                 .returning(*notifications.c)
-            )
-            return list(claimed.all())
+            )).all())
+        self._holding.update(row.id for row in claimed)
+        return claimed
 
     async def _send(self, row: Row[Any], *, opted_out: bool) -> None:
+        try:
+            await self._send_and_settle(row, opted_out=opted_out)
+        finally:
+            self._holding.discard(row.id)
+
+    async def _send_and_settle(self, row: Row[Any], *, opted_out: bool) -> None:
         message = OutgoingMessage(notification_id=row.id, channel=row.channel, to=row.to,
                                   body=row.body, subject=row.subject, html=row.html,
                                   language=row.language)
