@@ -100,3 +100,11 @@ async def test_errors_are_sqlalchemys_and_the_transaction_rolls_back(engine: Asy
     async with engine.connect() as conn:  # the pool's connection still works
         names = (await conn.execute(select(items.c.name))).scalars().all()
     assert names == ["kept"]
+
+
+async def test_a_commit_is_on_disk_before_it_returns(engine: AsyncEngine) -> None:
+    """A batch is acked to the broker after its commit: the commit must survive a power cut,
+    not only a crash of the process (`synchronous=FULL` in WAL mode)."""
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+        assert (await conn.execute(text("PRAGMA synchronous"))).scalar_one() == 2  # FULL

@@ -73,7 +73,10 @@ def make_engine(url: str) -> AsyncEngine:
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # Each commit reaches the disk before it returns: a batch is acked to the broker
+            # after its commit, so under NORMAL a power cut could lose events already acked.
+            # (The full-size morning: about 4% slower.)
+            cursor.execute("PRAGMA synchronous=FULL")
             # Copy the log back into the database every 40 MB instead of every 4: a busy
             # morning's batches rewrite the same index pages, written back once instead of
             # ten times (a batch's commit: 9.9 ms against 5.1 ms at 100,000 events). The log
