@@ -59,9 +59,9 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
 
 
 def make_engine(url: str) -> AsyncEngine:
-    """JSON columns are read with orjson: a busy morning reads every absent pupil's roster
-    record, and `json.loads` (three times slower) was a twentieth of the consumer's CPU. (They are still written
-    by `json.dumps`, which accepts more than orjson does, such as numeric keys.)"""
+    """JSON columns are read with orjson: a busy morning reads every pupil's roster record,
+    and `json.loads` (three times slower) took a twentieth of the consumer's CPU. They are
+    still written by `json.dumps`, which accepts more than orjson does (numeric keys)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

