@@ -5,9 +5,17 @@ provider that fails and recovers, a permanent refusal, and Twilio's status callb
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import httpx
 from broker_messages.contact import Channel, ContactRequest, PupilRef, Recipient, School
+from notifier.dispatch import Dispatcher
+from notifier.metrics import NotifierMetrics
+from notifier.migrations import upgrade
+from notifier.models import notifications
+from servicekit.clock import FrozenClock
+from servicekit.database import make_engine
+from sqlalchemy import insert
 from twilio.request_validator import RequestValidator
 
 from tests.factories import MONDAY
@@ -133,3 +141,39 @@ async def test_forged_status_callback_is_refused_and_changes_nothing(stack: Stac
     # The genuine callback still works afterwards.
     assert (await _status_callback(stack, sid, "failed")).status_code == 204
     assert [n["status"] for n in await stack.notifications(pupil_id="P1")] == ["failed"]
+
+
+async def test_a_process_never_takes_its_own_claims_for_abandoned(tmp_path: Path) -> None:
+    """The dispatcher claims more while earlier rows still wait for the rate limit, and those
+    may wait past the claim expiry: only another process (or this one after a restart) may
+    take such a claim back, and then as uncertain (looked up at the provider first)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'notifier.db'}")
+    await upgrade(engine)
+    start = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
+    clock = FrozenClock(start)
+    async with engine.begin() as conn:
+        await conn.execute(insert(notifications), [
+            {"id": f"n{n}", "request_id": f"r{n}", "rule": "first_day_contact",
+             "school_urn": "123456", "pupil_ids": ["P1"], "recipient_role": "contact",
+             "recipient_ref": f"ref{n}", "channel": "sms", "to": "+447700900001",
+             "body": "text", "status": "pending", "attempts": 0, "due_at": start,
+             "created_at": start + dt.timedelta(seconds=n), "updated_at": start}
+            for n in (1, 2)])
+
+    def dispatcher() -> Dispatcher:
+        return Dispatcher(engine, clock, {}, NotifierMetrics(), attempts=1, initial_wait=0.0,
+                          chase=None,  # type: ignore[arg-type]  # claims only
+                          claim_expiry=dt.timedelta(minutes=10))
+
+    this, other = dispatcher(), dispatcher()
+    try:
+        [first] = await this._claim(1)
+        clock.set(start + dt.timedelta(hours=1))  # `first` still waits its turn
+        [second] = await this._claim(1)
+        assert (first.id, second.id) == ("n1", "n2"), "its own claim was taken back"
+        clock.set(start + dt.timedelta(hours=2))
+        recovered = await other._claim(5)  # another process: both claims look abandoned
+        assert {row.id for row in recovered} == {"n1", "n2"}
+        assert all(row.uncertain for row in recovered)
+    finally:
+        await engine.dispose()
