@@ -183,6 +183,8 @@ async def bulk_execute(conn: AsyncConnection, statement: Any, table: Table,
     rows may share a conflict key. JSON columns are given as JSON text (a model's
     `model_dump_json()`, much cheaper than a dict serialised by SQLAlchemy). RETURNING works
     on PostgreSQL only: SQLite's driver returns no rows from executemany."""
+    if not rows:
+        raise ValueError("bulk_execute needs at least one row")
     if conn.dialect.name == "postgresql":
         return await conn.execute(
             statement, {f"bulk_{name}": [row[name] for row in rows] for name in names})
