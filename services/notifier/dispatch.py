@@ -74,8 +74,17 @@ class Dispatcher:
         only once a whole batch had settled left the provider's slots unused for the length
         of a claim at every batch (3-5% of the limit over two seconds at 100/s)."""
         await self._chase.run_due()
-        total = 0
         in_hand: set[asyncio.Task[None]] = set()
+        try:
+            return await self._send_due(in_hand)
+        except asyncio.CancelledError:
+            for task in in_hand:  # as `gather` did: stopping the service stops its sends
+                task.cancel()
+            raise
+
+    async def _send_due(self, in_hand: set[asyncio.Task[None]]) -> int:
+        """Claim and send until nothing is due; `in_hand` holds the sends not yet settled."""
+        total = 0
         failure: BaseException | None = None
         more = True
         while True:
@@ -98,7 +107,8 @@ class Dispatcher:
                 if failure is not None:
                     raise failure
                 return total
-            done, in_hand = await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+            in_hand -= done
             total += len(done)
             for task in done:
                 if failure is None and task.exception() is not None:

@@ -152,15 +152,6 @@ def _unnested(table: Table, names: tuple[str, ...]) -> Select:
                     else rows.c[name] for name in names])
 
 
-@functools.cache
-def _stored_forms(table: Table, names: tuple[str, ...], dialect: Dialect) -> list[Any]:
-    """Each column's conversion to what the SQLite driver is given (what SQLAlchemy itself
-    would pass); JSON columns arrive as JSON text already."""
-    return [None if _is_json(table, name)
-            else table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in names]
-
-
 def bulk_insert(dialect_name: str, table: Table, names: Sequence[str]) -> Any:
     """An INSERT (with ON CONFLICT support) of a batch's rows, run with `bulk_execute`.
 
@@ -188,18 +179,23 @@ async def bulk_execute(conn: AsyncConnection, statement: Any, table: Table,
     if conn.dialect.name == "postgresql":
         return await conn.execute(
             statement, {f"bulk_{name}": [row[name] for row in rows] for name in names})
-    sql, order = _driver_form(statement, conn.dialect)
-    forms = dict(zip(names, _stored_forms(table, tuple(names), conn.dialect), strict=True))
-    columns = [[row[name] for row in rows] if forms[name] is None
-               else _stored(forms[name], [row[name] for row in rows]) for name in order]
+    sql, parameters = _driver_form(statement, table, conn.dialect)
+    columns = [[row[name] for row in rows] if form is None
+               else _stored(form, [row[name] for row in rows]) for name, form in parameters]
     return await conn.exec_driver_sql(sql, list(zip(*columns)))
 
 
 @functools.cache
-def _driver_form(statement: Any, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
-    """The SQL text the driver runs, and the order its parameters come in."""
+def _driver_form(statement: Any, table: Table, dialect: Dialect
+                 ) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The SQL text the driver runs, and its parameters in order, each with its conversion
+    to what the driver is given (what SQLAlchemy itself would pass; None for JSON columns,
+    which arrive as JSON text already)."""
     compiled = statement.compile(dialect=dialect)
-    return compiled.string, tuple(compiled.positiontup)
+    return compiled.string, tuple(
+        (name, None if _is_json(table, name)
+         else table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in compiled.positiontup)
 
 
 def _json_text(rows: list[Any]) -> str:
