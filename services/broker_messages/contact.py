@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -87,6 +87,44 @@ class ContactRequest(BaseModel):
     requested_at: AwareDatetime
 
 
+class ContactCancelled(BaseModel):
+    """Triage -> notifier: the decision behind a request no longer holds (a mark re-coded,
+    docs/rules.md "Amendments"). Everything of the request not yet sent is cancelled, including
+    rows held for quiet hours, the rate limit or a fallback wait; nothing starts sending after
+    the cancellation is recorded. It may arrive before the request it cancels."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_: Literal["contact.cancel/v1"] = Field("contact.cancel/v1", alias="schema")
+    request_id: str = Field(min_length=1, max_length=200)
+    school_urn: str
+    pupil_ids: tuple[str, ...]
+    reason: str = Field(max_length=500)
+    cancelled_at: AwareDatetime
+
+
+# What arrives on the notifier's queue.
+NotifierCommand = Annotated[ContactRequest | ContactCancelled, Field(discriminator="schema_")]
+
+
+class FamilyUnreachable(BaseModel):
+    """Notifier -> triage: every contact of a request's family was tried and none was reached
+    (failed, undelivered or opted out). The `unreachable` recipients have already been alerted;
+    triage records the `family_unreachable` decision and puts a task on the officer's list."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_: Literal["family.unreachable/v1"] = Field("family.unreachable/v1", alias="schema")
+    request_id: str = Field(min_length=1, max_length=200)
+    rule: str
+    school_urn: str
+    pupil_ids: tuple[str, ...]
+    date: dt.date
+    episode_start: dt.date | None = None
+    contacts_tried: int
+    detected_at: AwareDatetime
+
+
 class ReplyReceived(BaseModel):
     """Notifier -> triage: a parent replied about these pupils; stop chasing them."""
 
@@ -98,3 +136,7 @@ class ReplyReceived(BaseModel):
     pupil_ids: tuple[str, ...]
     contact_ref: str
     received_at: AwareDatetime
+
+
+# What arrives on triage's queue from the notifier.
+NotifierEvent = Annotated[ReplyReceived | FamilyUnreachable, Field(discriminator="schema_")]

@@ -18,6 +18,8 @@ EVENTS_DEAD_QUEUE = "attendance.events.dead"
 # Internal: triage -> notifier contact requests.
 REQUESTS_EXCHANGE = "notifier.requests"
 CONTACT_REQUEST_ROUTING_KEY = "contact.request"
+CONTACT_CANCEL_ROUTING_KEY = "contact.cancel"
+REQUEST_ROUTING_KEYS = (CONTACT_REQUEST_ROUTING_KEY, CONTACT_CANCEL_ROUTING_KEY)
 NOTIFIER_QUEUE = "notifier.contact-requests"
 REQUESTS_DEAD_EXCHANGE = "notifier.requests.dlx"
 REQUESTS_DEAD_QUEUE = "notifier.requests.dead"
@@ -25,6 +27,8 @@ REQUESTS_DEAD_QUEUE = "notifier.requests.dead"
 # Internal: notifier -> triage events (a parent's reply).
 NOTIFIER_EVENTS_EXCHANGE = "notifier.events"
 REPLY_ROUTING_KEY = "reply.received"
+FAMILY_UNREACHABLE_ROUTING_KEY = "family.unreachable"
+NOTIFIER_EVENT_ROUTING_KEYS = (REPLY_ROUTING_KEY, FAMILY_UNREACHABLE_ROUTING_KEY)
 TRIAGE_REPLIES_QUEUE = "triage.replies"
 
 # A message that keeps failing is dead-lettered after this many deliveries
@@ -79,7 +83,8 @@ async def declare_replies(channel: AbstractChannel) -> tuple[AbstractQueue, Abst
     queue = await channel.declare_queue(
         TRIAGE_REPLIES_QUEUE, durable=True, arguments=quorum_arguments(REQUESTS_DEAD_EXCHANGE)
     )
-    await queue.bind(exchange, routing_key=REPLY_ROUTING_KEY)
+    for routing_key in NOTIFIER_EVENT_ROUTING_KEYS:
+        await queue.bind(exchange, routing_key=routing_key)
     return queue, exchange
 
 
@@ -92,7 +97,8 @@ async def declare_requests(channel: AbstractChannel) -> tuple[AbstractQueue, Abs
     queue = await channel.declare_queue(
         NOTIFIER_QUEUE, durable=True, arguments=quorum_arguments(REQUESTS_DEAD_EXCHANGE)
     )
-    await queue.bind(exchange, routing_key=CONTACT_REQUEST_ROUTING_KEY)
+    for routing_key in REQUEST_ROUTING_KEYS:
+        await queue.bind(exchange, routing_key=routing_key)
     return queue, dead
 
 
