@@ -115,13 +115,14 @@ async def test_rejections_are_counted_by_kind_of_problem(stack: Stack) -> None:
 
 
 async def test_legacy_codes_are_accepted_and_stored_as_their_2024_codes(stack: Stack) -> None:
-    """rules.md §1: H, J and Y from old MIS exports are mapped on arrival."""
+    """docs/rules.md: H, J and Y from old MIS exports keep the meaning they had when recorded:
+    J (interview) was an approved educational activity, counted as attending."""
     await stack.put_school(school([pupil("P1"), pupil("P2", "Tom"), pupil("P3", "Ada")]))
     await stack.publish(mark("P1", "H"), mark("P2", "J"), mark("P3", "Y"))
     await stack.processed()
     async with stack.triage.engine.connect() as conn:
         stored = dict((await conn.execute(select(marks.c.pupil_id, marks.c.code))).all())
-    assert stored == {"P1": "C", "P2": "J1", "P3": "Y1"}
+    assert stored == {"P1": "C", "P2": "B", "P3": "Y1"}
     assert await _rejected_counts(stack) == {}
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 
 from sqlalchemy import select
 from triage.models import decisions, scheduled_actions
+from triage.rules.recipients import COURT_ORDER
 
 from tests.factories import LONDON, MONDAY, contact, mark, pupil, school
 from tests.stack import Stack
@@ -15,7 +16,8 @@ from tests.stack import Stack
 async def _actions(stack: Stack) -> dict[str, tuple[str, str]]:
     async with stack.triage.engine.connect() as conn:
         rows = await conn.execute(select(scheduled_actions.c.pupil_id, scheduled_actions.c.status,
-                                         scheduled_actions.c.reason))
+                                         scheduled_actions.c.reason)
+                                  .where(scheduled_actions.c.rule == "first_day_contact"))
         return {pupil_id: (status, reason) for pupil_id, status, reason in rows}
 
 
@@ -116,7 +118,8 @@ async def test_duplicate_event_and_pm_mark_produce_one_contact_per_day(stack: St
     stack.at(14, 0)
     assert await stack.run_due() == 0
     async with stack.triage.engine.connect() as conn:
-        logged = (await conn.execute(select(decisions.c.outcome))).scalars().all()
+        logged = (await conn.execute(select(decisions.c.outcome).where(
+            decisions.c.rule == "first_day_contact"))).scalars().all()
     assert sorted(logged) == ["requested", "scheduled"]
     assert len(stack.twilio.messages) == 1
 
@@ -133,7 +136,8 @@ async def test_second_day_of_an_absence_is_not_a_first_day(stack: Stack) -> None
     actions = await _actions(stack)
     assert list(actions) == ["P1"]
     async with stack.triage.engine.connect() as conn:
-        keys = (await conn.execute(select(scheduled_actions.c.dedup_key))).scalars().all()
+        keys = (await conn.execute(select(scheduled_actions.c.dedup_key).where(
+            scheduled_actions.c.rule == "first_day_contact"))).scalars().all()
     assert keys == ["first_day_contact:123456:P1:2026-11-19"]
 
 
@@ -165,7 +169,7 @@ async def test_no_contact_parent_is_skipped_for_the_next_in_priority(stack: Stac
     async with stack.triage.engine.connect() as conn:
         inputs = (await conn.execute(
             select(decisions.c.inputs).where(decisions.c.outcome == "requested"))).scalar_one()
-    assert inputs["skipped"] == ["P1/contact/1"]
+    assert inputs["skipped"] == [{"ref": "P1/contact/1", "why": COURT_ORDER}]
 
 
 async def test_scheduled_contact_survives_a_restart(stack: Stack) -> None:

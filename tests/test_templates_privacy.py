@@ -30,7 +30,9 @@ def _request(rule: str) -> ContactRequest:
                 PupilRef(pupil_id="P0002", given_name="Tom", family_name="Smithson")),
         episode_start=dt.date(2026, 11, 19),
         details={"attendance_percent": 88.5, "absence_percent": 11.5, "possible_sessions": 52,
-                 "visit_day": "2026-11-23"},
+                 "visit_day": "2026-11-23", "sessions": "AM and PM", "recode_within_days": 5,
+                 "about_rule": "first day contact", "contacts_tried": 0,
+                 "why": "no contact can be used"},
         requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
     )
 

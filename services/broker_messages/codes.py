@@ -30,12 +30,14 @@ CODE_CATEGORIES: dict[str, Category] = {
     ),
 }
 
-# Pre-2024 codes (seed 003 appendix 1) -> the 2024 code we store.
-# H (agreed holiday) was an authorised absence: stored as C (other authorised circumstances).
-LEGACY_CODES: dict[str, str] = {"H": "C", "J": "J1", "Y": "Y1"}
+# Pre-2024 codes -> the 2024 code we store, keeping the meaning they had when recorded
+# (docs/rules.md "Register codes"). H (agreed holiday) was an authorised absence: stored as C.
+# J (interview) was an approved educational activity, counted as attending: stored as B.
+LEGACY_CODES: dict[str, str] = {"H": "C", "J": "B", "Y": "Y1"}
 
-UNEXPLAINED = "N"  # rules.md §1: "Unexplained means code N (no reason yet)".
-CLOSURE = "#"
+UNEXPLAINED = "N"  # docs/rules.md: "Unexplained means code N (no reason yet)".
+# Arrived after the register closed: an unauthorised absence, but the child was seen.
+LATE_AFTER_CLOSE = "U"
 
 
 def canonical_code(code: str) -> str:
@@ -53,3 +55,10 @@ def category(code: str) -> Category:
 
 def is_absence(code: str) -> bool:
     return category(code) in (Category.AUTHORISED, Category.UNAUTHORISED)
+
+
+def seen_on_site(code: str) -> bool:
+    """The child was seen: present, late (before or after the register closed) or at an
+    approved activity. Such a session ends an absence episode (docs/rules.md "Episodes")."""
+    return (code == LATE_AFTER_CLOSE
+            or category(code) in (Category.PRESENT, Category.APPROVED_ACTIVITY))

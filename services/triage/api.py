@@ -59,6 +59,10 @@ async def put_school(urn: str, request: Request) -> dict[str, Any]:
     return {"urn": urn, **counts}
 
 
+# Which field a consumer rejection is about (the part of its reason before the colon).
+_REJECTED_FIELD = {"unknown school_urn": "school_urn", "recorded_at is in the future": "recorded_at"}
+
+
 class EventsAccepted(BaseModel):
     accepted: list[str]
 
@@ -80,15 +84,15 @@ async def post_events(request: Request) -> Any:
             valid.append((prefix, EVENT_ADAPTER.validate_python(item)))
         except ValidationError as error:
             problems.extend(validation_problems(error, prefix))
-    known = await service.ingestor.known_schools({event.school_urn for _, event in valid})
+    reasons = await service.ingestor.rejections([event for _, event in valid])
     accepted = []
     exchange = service.events_exchange
     if exchange is None:
         raise HTTPException(503, "broker not connected")
-    for prefix, event in valid:
-        if event.school_urn not in known:
-            problems.append({"loc": [*prefix, "school_urn"],
-                             "msg": f"unknown school_urn {event.school_urn}", "type": "unknown"})
+    for (prefix, event), reason in zip(valid, reasons, strict=True):
+        if reason is not None:
+            problems.append({"loc": [*prefix, _REJECTED_FIELD.get(reason.split(":")[0], "date")],
+                             "msg": reason, "type": "rejected"})
             continue
         body = json.dumps(event.model_dump(mode="json", by_alias=True)).encode()
         await exchange.publish(persistent_message(body, message_id=event.event_id),

@@ -6,7 +6,7 @@ import logging
 
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from broker_messages import topology
-from broker_messages.contact import ReplyReceived
+from broker_messages.contact import FamilyUnreachable, ReplyReceived
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from fastapi import FastAPI
 from servicekit import broker, logs
@@ -22,6 +22,7 @@ from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
 from triage.migrations import upgrade
 from triage.models import outbox
+from triage.replies import EVENT_ADAPTER as NOTIFIER_EVENTS
 from triage.replies import ReplyRecorder
 from triage.scheduler import Scheduler
 from triage.schools import SchoolContextCache
@@ -39,7 +40,8 @@ class TriageService:
         self.metrics = TriageMetrics()
         self.engine = make_engine(settings.database_url)
         self.schools = SchoolContextCache()
-        self.ingestor = Ingestor(self.engine, self.clock, self.schools)
+        self.ingestor = Ingestor(self.engine, self.clock, self.schools,
+                                 on_cancelled=self._wake_relay)
         self._run_scheduler = run_scheduler
         self.workers = Workers()
         self.connection: AbstractRobustConnection | None = None
@@ -48,7 +50,7 @@ class TriageService:
         self.scheduler: Scheduler | None = None
         self.consumer: BatchConsumer[RegisterMark | PupilRemoved] | None = None
         self.replies = ReplyRecorder(self.engine, self.clock)
-        self.reply_consumer: BatchConsumer[ReplyReceived] | None = None
+        self.reply_consumer: BatchConsumer[ReplyReceived | FamilyUnreachable] | None = None
 
     async def start(self) -> None:
         await upgrade(self.engine)
@@ -74,7 +76,7 @@ class TriageService:
         # rules.md §4 "Replies": a parent's reply, relayed by the notifier.
         self.reply_consumer = BatchConsumer(
             name="triage.replies",
-            parse=ReplyReceived.model_validate_json,
+            parse=NOTIFIER_EVENTS.validate_json,
             handle=self.replies.apply,
             dead_exchange=reply_dead,
             batch_size=self.settings.batch_size,
@@ -88,6 +90,10 @@ class TriageService:
         await self.consumer.start(queue)
         await self.reply_consumer.start(reply_queue)
         log.info("triage.started")
+
+    def _wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
 
     async def _apply_events(self, events: list[RegisterMark | PupilRemoved]) -> list[str | None]:
         outcomes = await self.ingestor.apply(events)

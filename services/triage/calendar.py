@@ -51,6 +51,16 @@ class SchoolCalendar:
         index = bisect.bisect_left(self._days, day)
         return index < len(self._days) and self._days[index] == day
 
+    def why_not_a_school_day(self, day: dt.date) -> str | None:
+        """None for a school day; otherwise what the day is, in words a school office uses."""
+        if self.is_school_day(day):
+            return None
+        if day.weekday() >= 5:
+            return f"{day:%A} {day.isoformat()} is a weekend"
+        if day in self.closures:
+            return f"{day.isoformat()} is a closure day in the school's calendar"
+        return f"{day.isoformat()} is outside the school's terms"
+
     def previous_school_day(self, day: dt.date) -> dt.date | None:
         index = bisect.bisect_left(self._days, day)
         return self._days[index - 1] if index > 0 else None

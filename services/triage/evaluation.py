@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from triage import counters, history
 from triage import decisions as decision_store
 from triage.rates import school_year_start
-from triage.rules import episodes, first_day, penalty, statutory, thresholds
+from triage.rules import episodes, first_day, penalty, registers, statutory, thresholds
 from triage.rules.decisions import PENALTY_NOTICE_THRESHOLD
 from triage.schools import SchoolContext
 
@@ -33,7 +33,9 @@ class Evaluator:
         self._now = now
         self._placed: list[decision_store.Placed] = []
 
-    async def run(self, register_marks: list[RegisterMark], removals: list[PupilRemoved]) -> None:
+    async def run(self, register_marks: list[RegisterMark], removals: list[PupilRemoved]) -> int:
+        """Run the rules and store their decisions; returns how many cancellations of requests
+        already handed to the notifier were queued (the relay should be woken)."""
         for removal in removals:
             decision = statutory.register_removal(
                 school_urn=removal.school_urn, pupil_id=removal.pupil_id,
@@ -44,7 +46,7 @@ class Evaluator:
             by_school[mark.school_urn][mark.pupil_id].add(mark.date)
         if by_school:
             await self._evaluate(by_school)
-        await decision_store.apply_all(self._conn, self._placed, self._now)
+        return await decision_store.apply_all(self._conn, self._placed, self._now)
 
     def _place(self, decision: object, urn: str, pupil_id: str, day: dt.date) -> None:
         if decision is not None:
@@ -106,10 +108,14 @@ class Evaluator:
                 previous = episodes.episode_ending_before(day, pupil_marks, calendar, since)
                 self._place(first_day.first_day_contact(
                     school_urn=context.urn, pupil_id=pupil_id, day=day, codes=codes,
-                    previous_school_day_codes=(pupil_marks[previous.days[-1]]
-                                               if previous else {}),
+                    previous_day_absent=previous is not None,
                     calendar=calendar, policy=policy, now=self._now, tz=tz,
                 ), context.urn, pupil_id, day)
+                for decision in registers.unexplained_not_recoded(
+                    school_urn=context.urn, pupil_id=pupil_id, day=day, codes=codes,
+                    calendar=calendar, policy=policy, now=self._now, tz=tz,
+                ):
+                    self._place(decision, context.urn, pupil_id, day)
                 for decision in statutory.unexplained_absence_alerts(
                     school_urn=context.urn, pupil_id=pupil_id, record=record, day=day,
                     codes=codes, calendar=calendar, policy=policy, now=self._now, tz=tz,

@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,10 +42,14 @@ class Outcome:
 
 
 class Ingestor:
-    def __init__(self, engine: AsyncEngine, clock: Clock, schools: SchoolContextCache) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, schools: SchoolContextCache,
+                 on_cancelled: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
         self._clock = clock
         self._schools = schools
+        # Called after a commit that queued cancellations for the notifier (wakes the relay).
+        self._on_cancelled = on_cancelled
+        self._told = 0
 
     async def apply(self, events: list[Event]) -> list[Outcome]:
         """Apply a batch in one transaction; outcomes line up with `events`."""
@@ -54,7 +59,7 @@ class Ingestor:
             outcomes: list[Outcome | None] = [None] * len(events)
             candidates: dict[str, int] = {}
             for index, event in enumerate(events):
-                reason = _rejection(event, contexts.get(event.school_urn), now)
+                reason = rejection(event, contexts.get(event.school_urn), now)
                 if reason:
                     outcomes[index] = Outcome("rejected", reason)
                 elif event.event_id in candidates:
@@ -72,11 +77,20 @@ class Ingestor:
             for event_id, index in candidates.items():
                 if outcomes[index] is None:
                     outcomes[index] = Outcome("parked" if event_id in parked else "applied")
+        self._committed()
         return [outcome or Outcome("applied") for outcome in outcomes]
 
-    async def known_schools(self, urns: set[str]) -> set[str]:
+    def _committed(self) -> None:
+        if self._told:
+            self._told = 0
+            self._on_cancelled()
+
+    async def rejections(self, events: list[Event]) -> list[str | None]:
+        """`rejection` for each event, as the consumer will judge it now."""
         async with self._engine.connect() as conn:
-            return set(await self._schools.load(conn, urns))
+            contexts = await self._schools.load(conn, {e.school_urn for e in events})
+        now = self._clock.now()
+        return [rejection(event, contexts.get(event.school_urn), now) for event in events]
 
     async def unpark(self, school_urn: str) -> int:
         """Apply events that were waiting for pupils the roster now names."""
@@ -102,6 +116,7 @@ class Ingestor:
             events = [EVENT_ADAPTER.validate_python(row.payload) for row in rows]
             contexts = await self._schools.load(conn, {school_urn})
             await self._apply_new(conn, events, contexts, now)
+        self._committed()
         log.info("triage.events.unparked school_urn=%s count=%d", school_urn, len(rows))
         return len(rows)
 
@@ -145,19 +160,25 @@ class Ingestor:
             await _remove_pupil(conn, removal, now)
             key = (removal.school_urn, removal.pupil_id)
             records[key] = (records[key][0], False)
-        await Evaluator(conn, contexts, records, now).run(register_marks, removals)
+        self._told += await Evaluator(conn, contexts, records, now).run(register_marks, removals)
         return {e.event_id for e in parked}
 
 
-def _rejection(event: Event, context: SchoolContext | None, now: dt.datetime) -> str | None:
+def rejection(event: Event, context: SchoolContext | None, now: dt.datetime) -> str | None:
+    """Why the event cannot be applied, or None. The HTTP ingest asks the same question, so
+    an item it accepts is one the consumer will apply (or park, for an unknown pupil)."""
     # "kind: detail": the metrics label a rejection by the part before the colon, so the data
     # (URNs, dates) stays out of the label and the series stay bounded.
     if context is None:
         return f"unknown school_urn: {event.school_urn}"
     if event.date > local_date(now, context.tz):
         return f"date in the future: {event.date.isoformat()}"
-    if isinstance(event, RegisterMark) and event.recorded_at > now + dt.timedelta(hours=1):
-        return "recorded_at is in the future"
+    if isinstance(event, RegisterMark):
+        if event.recorded_at > now + dt.timedelta(hours=1):
+            return "recorded_at is in the future"
+        # docs/rules.md "Only school days count": never a possible session, never a contact.
+        if (why := context.calendar.why_not_a_school_day(event.date)) is not None:
+            return f"not a school day: {why}"
     return None
 
 

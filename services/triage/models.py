@@ -95,7 +95,12 @@ scheduled_actions = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     # The absence episode the action is about (day-3 visits, replies, 10-day returns).
     Column("episode_start", Date, nullable=True),
+    # The contact request the action was handed over in (an amendment cancels it there too).
+    Column("request_id", String(200), nullable=True),
+    # Times the action was re-armed after its request was cancelled: each asks anew.
+    Column("generation", Integer, nullable=False, server_default="0"),
     Index("ix_scheduled_actions_due", "status", "due_at"),
+    Index("ix_scheduled_actions_request", "request_id"),
     Index("ix_scheduled_actions_pupil", "school_urn", "pupil_id"),
 )
 
@@ -119,12 +124,17 @@ tasks = Table(
     "tasks",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    # home_visit | family_unreachable | unexplained_not_recoded
     Column("kind", String(32), nullable=False),
     Column("school_urn", String(8), nullable=False),
     Column("pupil_id", String(64), nullable=False),
+    # The day the task is about: an episode's first day, or the unexplained mark's date.
     Column("episode_start", Date, nullable=False),
     Column("status", String(16), nullable=False),  # open | done | cancelled
     Column("outcome", Text, nullable=True),
+    # What the officer must do, in words (no codes' reasons, no comments).
+    Column("detail", Text, nullable=True),
+    Column("due_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("kind", "school_urn", "pupil_id", "episode_start"),

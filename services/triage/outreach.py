@@ -9,15 +9,21 @@ from typing import Any
 
 from broker_messages.contact import Channel, Recipient
 from servicekit.clock import at_local_time
-from servicekit.database import dialect_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from triage import counters, history
-from triage.models import tasks
+from triage import counters, history, tasks
 from triage.rates import Counts, school_year_start
 from triage.rules import decisions as r
-from triage.rules import episodes, first_day, recipients, statutory, thresholds, updates
+from triage.rules import (
+    episodes,
+    first_day,
+    recipients,
+    registers,
+    statutory,
+    thresholds,
+    updates,
+)
 from triage.schools import SchoolContext
 
 # rules.md §3 default channels for the parent's part of each family-facing rule.
@@ -34,7 +40,7 @@ class Outreach:
 
     cancel: str | None = None
     family: list[Recipient] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
     professionals: list[Recipient] = field(default_factory=list)
     details: dict[str, str | int | float] = field(default_factory=dict)
     episode_start: dt.date | None = None
@@ -90,10 +96,10 @@ async def _day3(conn: AsyncConnection, action: Row, context: SchoolContext,
         replied=replied, on_roll=True)
     if reason:
         return Outreach(cancel=reason)
-    await conn.execute(dialect_insert(conn.engine)(tasks).values(
-        kind="home_visit", school_urn=context.urn, pupil_id=action.pupil_id, episode_start=start,
-        status="open", created_at=now, updated_at=now,
-    ).on_conflict_do_nothing())
+    await tasks.open_task(conn, kind=tasks.HOME_VISIT, school_urn=context.urn,
+                          pupil_id=action.pupil_id, day=start, now=now,
+                          detail=f"nobody has heard from the family by day "
+                                 f"{context.policy.day3_home_visit.day}: visit the home")
     return Outreach(professionals=[*context.staff_recipients("attendance_officer"),
                                    *context.staff_recipients("dsl")],
                     details={"visit_day": action.date.isoformat()}, episode_start=start)
@@ -133,6 +139,10 @@ async def _threshold(conn: AsyncConnection, action: Row, context: SchoolContext,
         outreach.family, outreach.skipped = recipients.family_recipients(
             action.pupil_id, record.get("contacts", []), FAMILY_CHANNELS[action.rule])
         outreach.professionals = staff("attendance_officer")
+        if action.rule == r.PERSISTENT_ABSENCE and context.policy.persistent_absence.inform_la:
+            # "All PA cases are also automatically made known to the County Attendance team"
+            # (the example school policy): at 10%, whether or not attendance is below 90% yet.
+            outreach.professionals = [*outreach.professionals, *la]
     elif action.rule == r.LA_REFERRAL:
         outreach.professionals = la
     else:  # severe absence: "all services should make this group the top priority"
@@ -165,6 +175,23 @@ async def _attendance_update(conn: AsyncConnection, action: Row, context: School
     return Outreach(family=family, skipped=skipped, details=rate_details(counts))
 
 
+async def _not_recoded(conn: AsyncConnection, action: Row, context: SchoolContext,
+                       record: dict[str, Any], now: dt.datetime) -> Outreach:
+    standing = registers.sessions_still_unexplained(await _codes_on(conn, context, action))
+    if not standing:
+        return Outreach(cancel="the register was corrected: no session is N any more")
+    sessions = " and ".join(standing)
+    await tasks.open_task(conn, kind=tasks.UNEXPLAINED_NOT_RECODED, school_urn=context.urn,
+                          pupil_id=action.pupil_id, day=action.date, now=now,
+                          detail=f"{sessions} of {action.date.isoformat()} still N after "
+                                 f"{context.policy.recode_within_days} school days: correct "
+                                 "the register")
+    return Outreach(professionals=context.staff_recipients("attendance_officer"),
+                    details={"sessions": sessions,
+                             "recode_within_days": context.policy.recode_within_days},
+                    episode_start=action.date)
+
+
 async def _codes_on(conn: AsyncConnection, context: SchoolContext, action: Row) -> dict[str, str]:
     found = await history.marks_between(conn, context.urn, [action.pupil_id], action.date,
                                         action.date)
@@ -185,4 +212,5 @@ _PLANNERS = {
     r.CONTINUOUS_ABSENCE_10_DAYS: _staff_only,
     r.EHCP_ABSENCE_15_DAYS: _staff_only,
     r.ATTENDANCE_UPDATE: _attendance_update,
+    r.UNEXPLAINED_NOT_RECODED: _not_recoded,
 }

@@ -52,6 +52,11 @@ class AttendanceUpdatePolicy(_Strict):
     opt_in: bool = True
 
 
+class PersistentAbsencePolicy(_Strict):
+    # "All PA cases are also automatically made known to the County Attendance team".
+    inform_la: bool = True
+
+
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -70,6 +75,9 @@ class Policy(_Strict):
     quiet_hours: str = "20:00-08:00"
     max_action_age_days: Annotated[int, Field(ge=0, le=30)] = 1
     attendance_update: AttendanceUpdatePolicy = AttendanceUpdatePolicy()
+    persistent_absence: PersistentAbsencePolicy = PersistentAbsencePolicy()
+    # The 2024 regulations: an N must be replaced with the right code within 5 school days.
+    recode_within_days: Annotated[int, Field(ge=1, le=30)] = 5
 
     @model_validator(mode="after")
     def _lines_in_order(self) -> Policy:

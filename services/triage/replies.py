@@ -1,19 +1,31 @@
-"""A parent's reply (rules.md §4 "Replies"), from the notifier's `ReplyReceived`: attached to
-the pupils' open episodes, it stops further chasing. It never changes a register code: only
-the school classifies absence (seed 003 §4)."""
+"""What the notifier tells triage. A parent's reply (docs/rules.md "Replies"), from
+`ReplyReceived`: attached to the pupils' open episodes, it stops further chasing; it never
+changes a register code, only the school classifies absence. A family nobody could reach
+(`FamilyUnreachable`, every contact tried): the `family_unreachable` decision and a task."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
-from broker_messages.contact import ReplyReceived
+from broker_messages.contact import FamilyUnreachable, NotifierEvent, ReplyReceived
+from pydantic import TypeAdapter
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import decisions as decision_store
+from triage import tasks
 from triage.models import replies
-from triage.rules.decisions import DAY3_HOME_VISIT, FIRST_DAY_CONTACT
+from triage.rules.decisions import (
+    DAY3_HOME_VISIT,
+    FAMILY_UNREACHABLE,
+    FIRST_DAY_CONTACT,
+    MUST_REACH_FAMILY,
+    family_unreachable_key,
+)
+
+EVENT_ADAPTER: TypeAdapter[ReplyReceived | FamilyUnreachable] = TypeAdapter(NotifierEvent)
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +38,14 @@ class ReplyRecorder:
         self._engine = engine
         self._clock = clock
 
-    async def apply(self, received: list[ReplyReceived]) -> list[str | None]:
+    async def apply(self, received: list[ReplyReceived | FamilyUnreachable]
+                    ) -> list[str | None]:
         now = self._clock.now()
         async with self._engine.begin() as conn:
             for reply in received:
+                if isinstance(reply, FamilyUnreachable):
+                    await _family_unreachable(conn, reply, now)
+                    continue
                 if not reply.pupil_ids:
                     continue
                 stored = await conn.execute(
@@ -51,3 +67,27 @@ class ReplyRecorder:
                 log.info("triage.reply.recorded reply_id=%s pupils=%d", reply.reply_id,
                          len(fresh))
         return [None] * len(received)
+
+
+async def _family_unreachable(conn: AsyncConnection, event: FamilyUnreachable,
+                              now: dt.datetime) -> None:
+    """The notifier has already alerted the officer (and the social worker); the task and the
+    decision are triage's. Once per pupil, day and rule, however often it is delivered."""
+    if event.rule not in MUST_REACH_FAMILY:
+        return
+    about = event.rule.replace("_", " ")
+    why = (f"{event.contacts_tried} contact(s) tried in priority order: none was delivered "
+           "and nobody replied")
+    for pupil_id in dict.fromkeys(event.pupil_ids):
+        opened = await tasks.open_task(
+            conn, kind=tasks.FAMILY_UNREACHABLE, school_urn=event.school_urn, pupil_id=pupil_id,
+            day=event.date, now=now, detail=f"{about}: {why}. Reach the family another way today.")
+        if not opened:
+            continue  # redelivered, or already raised for this day
+        await decision_store.record(
+            conn, rule=FAMILY_UNREACHABLE, school_urn=event.school_urn, pupil_id=pupil_id,
+            dedup_key=family_unreachable_key(event.school_urn, pupil_id, event.date, event.rule),
+            outcome="requested", reason=f"the family could not be reached about {about}: {why}",
+            inputs={"date": event.date.isoformat(), "request_id": event.request_id}, now=now)
+        log.info("triage.family.unreachable school_urn=%s pupil_id=%s", event.school_urn,
+                 pupil_id)

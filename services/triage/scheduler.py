@@ -26,10 +26,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import decisions as decision_store
-from triage import history, outreach
+from triage import history, outreach, tasks
 from triage.models import outbox, scheduled_actions
 from triage.periodic import plan_attendance_updates
-from triage.rules.recipients import first_contact_address
+from triage.rules.decisions import FAMILY_UNREACHABLE, MUST_REACH_FAMILY, family_unreachable_key
+from triage.rules.recipients import first_contact_address, social_worker, unreachable_because
 from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class _FamilyPart:
     context: SchoolContext
     pupil: PupilRef
     plan: outreach.Outreach
+    record: dict[str, Any]
 
 
 def request_id_for(dedup_keys: list[str]) -> str:
@@ -50,6 +52,12 @@ def request_id_for(dedup_keys: list[str]) -> str:
     if len(joined) <= 200:
         return joined
     return "merged:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
+def action_key(action: Row) -> str:
+    """The action's dedup key, with its generation once a cancelled request was re-armed: the
+    notifier keeps a cancelled request cancelled, so asking again needs a new id."""
+    return action.dedup_key if not action.generation else f"{action.dedup_key}#{action.generation}"
 
 
 class Scheduler:
@@ -134,29 +142,67 @@ class Scheduler:
         plan = await outreach.plan(conn, action, context, record, on_roll, now)
         if plan.cancel:
             return await self._finish(conn, action, "cancelled", plan.cancel, now)
+        requested = 0
+        if not plan.family and action.rule in MUST_REACH_FAMILY:
+            # docs/rules.md "family_unreachable": never silence. The officer and the social
+            # worker hear at once, and the officer gets a task.
+            requested += await self._family_unreachable(conn, action, context, record, plan, now)
+            if not plan.professionals:
+                return requested
         if not plan.family and not plan.professionals:
             return await self._finish(conn, action, "suppressed",
                                       "nobody to contact: no usable address for any recipient",
                                       now, skipped=plan.skipped)
-        requested = 0
         if plan.professionals:
             # Professional alerts are safeguarding: not held for quiet hours (rules.md §4).
-            staff_id = action.dedup_key + (":staff" if plan.family else "")
+            staff_id = action_key(action) + (":staff" if plan.family else "")
             await self._enqueue(conn, ContactRequest(
                 request_id=staff_id, rule=action.rule, school=context.school, date=action.date,
                 pupils=(_pupil_ref(action.pupil_id, record),), recipients=tuple(plan.professionals),
                 safeguarding=True, episode_start=plan.episode_start, details=plan.details,
                 requested_at=now,
             ), now)
-            requested = 1
+            requested += 1
         if plan.family:
             family_parts.append(_FamilyPart(action, context, _pupil_ref(action.pupil_id, record),
-                                            plan))
-        else:
+                                            plan, record))
+        elif action.rule not in MUST_REACH_FAMILY:
             await self._finish(conn, action, "requested", "alert requested from the notifier",
-                               now, skipped=plan.skipped,
+                               now, skipped=plan.skipped, request_id=staff_id,
                                recipients=[p.ref for p in plan.professionals])
         return requested
+
+    async def _family_unreachable(self, conn: AsyncConnection, action: Row,
+                                  context: SchoolContext, record: dict[str, Any],
+                                  plan: outreach.Outreach, now: dt.datetime) -> int:
+        """Nobody in the family can be contacted for `action`: task, alert and the record."""
+        why = unreachable_because(plan.skipped)
+        about = action.rule.replace("_", " ")
+        await tasks.open_task(conn, kind=tasks.FAMILY_UNREACHABLE, school_urn=context.urn,
+                              pupil_id=action.pupil_id, day=action.date, now=now,
+                              detail=f"{about}: {why}. Reach the family another way today.")
+        request_id = family_unreachable_key(context.urn, action.pupil_id, action.date,
+                                            action.rule)
+        alerted = [*context.staff_recipients("attendance_officer"),
+                   *social_worker(action.pupil_id, record)]
+        if alerted:
+            await self._enqueue(conn, ContactRequest(
+                request_id=request_id, rule=FAMILY_UNREACHABLE, school=context.school,
+                date=action.date, pupils=(_pupil_ref(action.pupil_id, record),),
+                recipients=tuple(alerted), safeguarding=True, episode_start=action.date,
+                details={"about_rule": about, "why": why, "contacts_tried": 0},
+                requested_at=now,
+            ), now)
+        await decision_store.record(
+            conn, rule=FAMILY_UNREACHABLE, school_urn=context.urn, pupil_id=action.pupil_id,
+            dedup_key=request_id, outcome="requested",
+            reason=f"the family cannot be contacted about {about}: {why}",
+            inputs={"date": action.date.isoformat(), "about": action.dedup_key,
+                    "skipped": plan.skipped, "alerted": [r.ref for r in alerted]}, now=now)
+        await self._finish(conn, action, "suppressed",
+                           f"nobody in the family can be contacted ({why}): family_unreachable "
+                           "raised instead", now, skipped=plan.skipped, request_id=request_id)
+        return 1 if alerted else 0
 
     async def _send_family(self, conn: AsyncConnection, parts: list[_FamilyPart],
                            now: dt.datetime) -> int:
@@ -173,12 +219,17 @@ class Scheduler:
             group.sort(key=lambda p: p.pupil.pupil_id)
             lead = group[0]
             family = list(lead.plan.family)
-            keys = [p.action.dedup_key for p in group]
+            keys = [action_key(p.action) for p in group]
+            unreachable = [*lead.context.staff_recipients("attendance_officer")]
+            if lead.action.rule in MUST_REACH_FAMILY:
+                # docs/rules.md "family_unreachable": the social worker hears too.
+                unreachable += [worker for p in group
+                                for worker in social_worker(p.pupil.pupil_id, p.record)]
             request = ContactRequest(
                 request_id=request_id_for(keys), rule=lead.action.rule,
                 school=lead.context.school, date=lead.action.date,
                 pupils=tuple(p.pupil for p in group), family=tuple(family),
-                unreachable=tuple(lead.context.staff_recipients("attendance_officer")),
+                unreachable=tuple(unreachable),
                 delivery=lead.context.delivery_window(lead.action.date),
                 episode_start=lead.plan.episode_start, details=lead.plan.details,
                 requested_at=now,
@@ -204,10 +255,12 @@ class Scheduler:
         self, conn: AsyncConnection, action: Row, status: str, reason: str, now: dt.datetime,
         **inputs: object,
     ) -> int:
+        request_id = inputs.get("request_id")
         await conn.execute(
             update(scheduled_actions)
             .where(scheduled_actions.c.id == action.id)
-            .values(status=status, reason=reason, updated_at=now)
+            .values(status=status, reason=reason, updated_at=now,
+                    request_id=request_id if isinstance(request_id, str) else None)
         )
         await decision_store.record(
             conn, rule=action.rule, school_urn=action.school_urn, pupil_id=action.pupil_id,

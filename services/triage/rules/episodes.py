@@ -1,11 +1,12 @@
-"""Absence episodes (rules.md §3 "Episodes") and the rules that count their days:
+"""Absence episodes (docs/rules.md "Episodes") and the rules that count their days:
 `day3_home_visit` and `continuous_absence_10_days`.
 
-An episode is a run of consecutive school days on which the pupil was absent in at least one
-session. Weekends, days outside term and closures are not school days, so they neither break
-nor extend it; nor does a day whose only marks are not possible sessions (`#`, `Y1`…). A day
-with a present or approved-activity mark and no absence ends it, and so does a school day with
-no mark at all: we cannot count a day we know nothing about.
+An episode is a run of consecutive school days on which the pupil was absent and never seen.
+Weekends, days outside term and closures are not school days, so they neither break nor extend
+it; nor does a day whose only marks are not possible sessions (`#`, `Y1`…). A day on which the
+child was seen in any session (present, late, `U`, approved activity) ends it, so the next
+unexplained absence is a new first day; and so does a school day with no mark at all: we
+cannot count a day we know nothing about.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from zoneinfo import ZoneInfo
 
-from broker_messages.codes import UNEXPLAINED, Category, category
+from broker_messages.codes import UNEXPLAINED, Category, category, seen_on_site
 
 from triage.calendar import SchoolCalendar
 from triage.policy import Policy
@@ -45,6 +46,8 @@ class DayKind(Enum):
 def day_kind(codes: DayCodes | None) -> DayKind:
     if not codes:
         return DayKind.UNMARKED
+    if any(seen_on_site(code) for code in codes.values()):
+        return DayKind.ATTENDING  # seen in any session: the episode ends here
     kinds = {category(code) for code in codes.values()}
     if kinds & {Category.AUTHORISED, Category.UNAUTHORISED}:
         return DayKind.ABSENT

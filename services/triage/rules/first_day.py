@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from broker_messages.codes import UNEXPLAINED, is_absence
+from broker_messages.codes import UNEXPLAINED
 from servicekit.clock import at_local_time, local_date
 
 from triage.calendar import SchoolCalendar
@@ -52,7 +52,7 @@ def first_day_contact(
     pupil_id: str,
     day: dt.date,
     codes: Mapping[str, str],
-    previous_school_day_codes: Mapping[str, str],
+    previous_day_absent: bool,
     calendar: SchoolCalendar,
     policy: Policy,
     now: dt.datetime,
@@ -69,8 +69,9 @@ def first_day_contact(
     if not calendar.is_school_day(day):
         return Suppress(FIRST_DAY_CONTACT, dedup_key, "mark is for a day that is not a school day",
                         inputs)
-    if any(is_absence(code) for code in previous_school_day_codes.values()):
-        # The episode began on an earlier school day, so this is not its first day.
+    if previous_day_absent:
+        # The episode began on an earlier school day (the child has not been seen since), so
+        # this is not its first day.
         return None
     if is_stale(day, now, calendar, policy, tz):
         return Suppress(

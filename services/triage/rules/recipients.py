@@ -8,17 +8,22 @@ from typing import Any
 
 from broker_messages.contact import Channel, Recipient
 
+# Why a contact was not included, as the decision log and the timeline show it.
+COURT_ORDER = "may not be contacted (no_contact, e.g. a court order)"
+NO_ADDRESS = "no usable phone number or email address for this message"
+NOT_OPTED_IN = "did not ask for attendance updates"
+
 
 def family_recipients(
     pupil_id: str, contacts: list[Mapping[str, Any]], channels: tuple[Channel, ...],
     *, opted_in_only: bool = False,
-) -> tuple[list[Recipient], list[str]]:
-    """rules.md §4 "Contact order": parent/carers in priority order, each with the channels
+) -> tuple[list[Recipient], list[dict[str, str]]]:
+    """docs/rules.md "Contact order": parent/carers in priority order, each with the channels
     they have an address for. `no_contact` contacts (e.g. a court order) are never included,
-    not even as a fallback; they are returned so the decision records that they were skipped.
-    `opted_in_only`: only contacts who asked for attendance updates (seed 003 §3)."""
+    not even as a fallback; every contact left out is returned with why, for the record.
+    `opted_in_only`: only contacts who asked for attendance updates."""
     recipients: list[Recipient] = []
-    skipped: list[str] = []
+    skipped: list[dict[str, str]] = []
     for contact in sorted(contacts, key=lambda c: int(c["priority"])):
         ref = f"{pupil_id}/contact/{contact['priority']}"
         usable: tuple[Channel, ...] = tuple(
@@ -26,10 +31,11 @@ def family_recipients(
             for channel in channels
             if (contact.get("email") if channel == "email" else contact.get("phone"))
         )
-        if contact.get("no_contact") or not usable:
-            skipped.append(ref)
-            continue
-        if opted_in_only and not contact.get("attendance_updates"):
+        why = (COURT_ORDER if contact.get("no_contact") else NO_ADDRESS if not usable
+               else NOT_OPTED_IN if opted_in_only and not contact.get("attendance_updates")
+               else None)
+        if why is not None:
+            skipped.append({"ref": ref, "why": why})
             continue
         recipients.append(Recipient(
             role="parent",
@@ -41,6 +47,14 @@ def family_recipients(
             channels=usable,
         ))
     return recipients, skipped
+
+
+def unreachable_because(skipped: list[dict[str, str]]) -> str:
+    """Why nobody in a family can be contacted, in a sentence for the attendance officer."""
+    if not skipped:
+        return "the pupil has no parent or carer contacts on the roster"
+    reasons = sorted({entry["why"] for entry in skipped})
+    return f"no contact can be used: {'; '.join(reasons)}"
 
 
 def first_contact_address(recipient: Recipient) -> str:
