@@ -169,7 +169,8 @@ async def test_school_upload_with_many_problems_lists_them_all_and_changes_nothi
 
     assert {table.name: await _table(stack, table) for table in (schools, pupils)} == stored
     again = await stack.put_school(original)
-    assert again.json() == {"urn": URN, "pupils": 2, "added": 0, "left": 0, "unparked": 0}
+    assert again.json() == {"urn": URN, "pupils": 2, "added": 0, "left": 0, "unparked": 0,
+                            "no_usable_contact": []}
 
 
 async def test_school_document_for_another_urn_is_refused(stack: Stack) -> None:

@@ -95,6 +95,35 @@ async def test_stage1_texts_the_parent_and_emails_the_attendance_officer(stack: 
     assert email["To"] == "attendance@millbrook.example"
 
 
+async def test_persistent_absence_at_10_percent_is_made_known_to_the_la(stack: Stack) -> None:
+    """The example school policy: "all PA cases are also automatically made known to the
+    County Attendance team", at 10% absence, before attendance falls below the 90% referral
+    line."""
+    await stack.put_school(school([pupil("P1", "Sally", contacts=[contact(1, email=None)])],
+                                  policy={"max_action_age_days": 30,
+                                          "stage1_below": 0.90}))
+    register = Register(stack, "P1", dt.date(2026, 10, 12))
+    await register.enter("/", 18)
+    await register.enter("M", 2)      # absence 10%, attendance 90%: PA, not yet a referral
+    assert len(await fired(stack, "persistent_absence")) == 1
+    assert await fired(stack, "la_referral") == []
+    emails = await emails_about(stack, "persistent", 2)
+    assert sorted(e["To"] for e in emails) == ["attendance@la.example",
+                                              "attendance@millbrook.example"]
+
+
+async def test_a_school_can_keep_pa_cases_from_the_la(stack: Stack) -> None:
+    await stack.put_school(school([pupil("P1", "Sally", contacts=[contact(1, email=None)])],
+                                  policy={"max_action_age_days": 30, "stage1_below": 0.90,
+                                          "persistent_absence": {"inform_la": False}}))
+    register = Register(stack, "P1", dt.date(2026, 10, 12))
+    await register.enter("/", 18)
+    await register.enter("M", 2)
+    await stack.sent(2)
+    sent = await stack.notifications(rule="persistent_absence")
+    assert sorted(n["recipient_role"] for n in sent) == ["attendance_officer", "parent"]
+
+
 def two_terms(document: dict[str, Any]) -> dict[str, Any]:
     """Autumn term with a half term (26-30 October 2026)."""
     document["calendar"] = {"terms": [{"start": "2026-09-03", "end": "2026-10-23"},

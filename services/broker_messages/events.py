@@ -49,6 +49,8 @@ class RegisterMark(_Event):
     recorded_at: AwareDatetime
     minutes_late: Annotated[int, Field(ge=0, le=600)] | None = None
     comment: FreeText | None = None
+    # Where the mark came from (e.g. "mis", "csv-import", "api"), for the pupil's record.
+    source: Identifier | None = None
 
 
 class PupilRemoved(_Event):

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from broker_messages.events import EVENT_ADAPTER, routing_key
+from broker_messages.events import EVENT_ADAPTER, RegisterMark, routing_key
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
@@ -16,7 +16,11 @@ from servicekit.web import Authenticated
 from sqlalchemy import select, update
 
 from triage.models import tasks
-from triage.school_document import SchoolDocument, duplicate_pupil_problems
+from triage.school_document import (
+    SchoolDocument,
+    duplicate_pupil_problems,
+    without_usable_contact,
+)
 from triage.schools import store_school
 
 if TYPE_CHECKING:
@@ -56,7 +60,9 @@ async def put_school(urn: str, request: Request) -> dict[str, Any]:
     async with service.engine.begin() as conn:
         counts = await store_school(conn, document, service.clock.now())
     counts["unparked"] = await service.ingestor.unpark(urn)
-    return {"urn": urn, **counts}
+    # Uploaded as they are, but said out loud: an absence of theirs reaches no family, only
+    # the attendance officer (docs/rules.md "family_unreachable").
+    return {"urn": urn, **counts, "no_usable_contact": without_usable_contact(document.pupils)}
 
 
 # Which field a consumer rejection is about (the part of its reason before the colon).
@@ -94,6 +100,8 @@ async def post_events(request: Request) -> Any:
             problems.append({"loc": [*prefix, _REJECTED_FIELD.get(reason.split(":")[0], "date")],
                              "msg": reason, "type": "rejected"})
             continue
+        if isinstance(event, RegisterMark) and event.source is None:
+            event = event.model_copy(update={"source": "api"})
         body = json.dumps(event.model_dump(mode="json", by_alias=True)).encode()
         await exchange.publish(persistent_message(body, message_id=event.event_id),
                                routing_key=routing_key(event))

@@ -91,6 +91,13 @@ class Pupil(_Strict):
     contacts: list[Contact] = Field(default_factory=list, max_length=10)
 
 
+def without_usable_contact(pupils: list[Pupil]) -> list[str]:
+    """Pupils whose family nobody could contact: no contacts, every one under `no_contact`, or
+    none with a phone number or email address (docs/rules.md "family_unreachable")."""
+    return [pupil.id for pupil in pupils
+            if not any(not c.no_contact and (c.phone or c.email) for c in pupil.contacts)]
+
+
 class SchoolDocument(_Strict):
     urn: Urn
     name: SingleLineName

@@ -1,18 +1,30 @@
 """`GET /api/v1/pupils/{id}/timeline`: what a safeguarding lead shows an inspector — the
-pupil's marks, every rule decision with its reason and inputs, tasks, the contacts requested
-and parents' replies, in time order, with the rates for the school year."""
+pupil's current marks and every mark ever received (amendments keep what they replaced), every
+rule decision with its reason and inputs (recipients skipped, and why), tasks, the contacts
+requested and parents' replies, in time order, with the rates for the school year."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
+from broker_messages.codes import canonical_code
+from broker_messages.events import RegisterMark
 from fastapi import APIRouter, HTTPException, Query, Request
 from servicekit.web import Authenticated
 from sqlalchemy import select
 
 from triage import counters
-from triage.models import decisions, marks, pupils, replies, scheduled_actions, tasks
+from triage.models import (
+    decisions,
+    marks,
+    pupils,
+    received_events,
+    replies,
+    scheduled_actions,
+    tasks,
+)
 from triage.rates import school_year_start
 
 if TYPE_CHECKING:
@@ -45,6 +57,12 @@ async def pupil_timeline(
             select(marks.c.date, marks.c.session, marks.c.code, marks.c.recorded_at,
                    marks.c.event_id)
             .where(*where(marks), marks.c.date >= since).order_by(marks.c.date, marks.c.session))
+        received = await conn.execute(
+            select(received_events.c.payload, received_events.c.received_at)
+            .where(*where(received_events), received_events.c.kind == "register.mark/v1"))
+        current = {(r.date, r.session): r.event_id for r in (await conn.execute(
+            select(marks.c.date, marks.c.session, marks.c.event_id)
+            .where(*where(marks), marks.c.date >= since))).all()}
         decision_rows = await conn.execute(
             select(decisions.c.decided_at, decisions.c.rule, decisions.c.outcome,
                    decisions.c.reason, decisions.c.inputs, decisions.c.dedup_key)
@@ -57,7 +75,8 @@ async def pupil_timeline(
             .where(*where(scheduled_actions)).order_by(scheduled_actions.c.id))
         task_rows = await conn.execute(
             select(tasks.c.id, tasks.c.kind, tasks.c.episode_start, tasks.c.status,
-                   tasks.c.outcome, tasks.c.created_at, tasks.c.updated_at)
+                   tasks.c.detail, tasks.c.due_at, tasks.c.outcome, tasks.c.created_at,
+                   tasks.c.updated_at)
             .where(*where(tasks)).order_by(tasks.c.id))
         reply_rows = await conn.execute(
             select(replies.c.reply_id, replies.c.contact_ref, replies.c.received_at)
@@ -76,9 +95,31 @@ async def pupil_timeline(
                       "attendance_rate": round(counts.attendance_rate, 4),
                       "absence_rate": round(counts.absence_rate, 4)},
             "marks": [dict(r._mapping) for r in mark_rows],
+            "mark_history": _mark_history(received, current, since),
             "decisions": [dict(r._mapping) for r in decision_rows],
             "actions": actions,
             "notifications_requested": [a for a in actions if a["status"] == "requested"],
             "tasks": [dict(r._mapping) for r in task_rows],
             "replies": [dict(r._mapping) for r in reply_rows],
         }
+
+
+def _mark_history(received: Any, current: dict[tuple[dt.date, str], str],
+                  since: dt.date) -> list[dict[str, Any]]:
+    """Every register mark received for the pupil since `since`, as sent (a legacy code shows
+    as sent, with what it was stored as), in register order; `current` marks the one in force.
+    Office comments stay out: they are not for this record's readers."""
+    history = []
+    for payload, received_at in received:
+        event = RegisterMark.model_validate(
+            orjson.loads(payload) if isinstance(payload, str | bytes) else payload)
+        if event.date < since:
+            continue
+        history.append({
+            "date": event.date, "session": event.session, "code": event.code,
+            "stored_as": canonical_code(event.code), "recorded_at": event.recorded_at,
+            "received_at": received_at, "source": event.source or "broker",
+            "event_id": event.event_id,
+            "current": current.get((event.date, event.session)) == event.event_id,
+        })
+    return sorted(history, key=lambda m: (m["date"], m["session"], m["recorded_at"]))
