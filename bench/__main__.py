@@ -126,7 +126,7 @@ async def _in_process(mode: str, report: Report, workdir: Path, amqp_url: str,
     report.target(f"all first-day contacts at the provider within 5 min of the last mark ({mode} size)",
                   f"{handoff.seconds_from_last_mark:.1f} s", handoff.seconds_from_last_mark <= 300)
     report.check("morning (with amendments): " + handoff.check.summary(), handoff.check.ok)
-    report.target("rules.md §4: absent siblings sharing a contact get one message",
+    report.target("docs/rules.md, siblings: absent siblings sharing a contact get one message",
                   f"{handoff.check.merged}/{handoff.check.families} families merged",
                   handoff.check.merged == handoff.check.families)
 

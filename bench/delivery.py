@@ -66,7 +66,7 @@ class SmsCheck:
     sent: int
     problems: list[str] = field(default_factory=list)
     families: int = 0  # sibling groups with two or more absent children
-    merged: int = 0  # ... that got one message naming them all (rules.md §4)
+    merged: int = 0  # ... that got one message naming them all (docs/rules.md "Contacting people")
 
     @property
     def ok(self) -> bool:

@@ -2,7 +2,7 @@
 
 Families are the unit of absence: siblings go to the same school, share their contacts and
 are usually absent together (a stomach bug, a family holiday), which is what makes the
-sibling rule (rules.md §4) matter at scale."""
+sibling rule (docs/rules.md "Contacting people") matter at scale."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class Authority:
         return self.marks + self.amendments
 
     def final_codes(self) -> dict[tuple[str, str], str]:
-        """AM code per pupil after amendments (the later `recorded_at` wins, contract §2)."""
+        """AM code per pupil after amendments (the later `recorded_at` wins, docs/contract.md §2)."""
         latest: dict[tuple[str, str], tuple[str, str]] = {}
         for event in self.events():
             key = (event["school_urn"], event["pupil_id"])
@@ -174,7 +174,7 @@ def encode(events: list[dict[str, Any]]) -> list[bytes]:
 # --- what the system must send ---------------------------------------------------------------
 
 def first_reachable_phone(contacts: list[dict[str, Any]]) -> str | None:
-    """rules.md §4: contacts in priority order, `no_contact` never used; the first SMS goes to
+    """docs/rules.md "Contacting people": contacts in priority order, `no_contact` never used; the first SMS goes to
     the first contact that may be texted."""
     for contact in sorted(contacts, key=lambda c: int(c["priority"])):
         if not contact.get("no_contact") and contact.get("phone"):
@@ -186,7 +186,7 @@ def expected_first_day_sms(authority: Authority,
                            pupils: set[tuple[str, str]] | None = None,
                            amended: bool = True) -> dict[tuple[str, str], str]:
     """(urn, pupil_id) -> the phone that must get exactly one first-day SMS naming the pupil:
-    AM mark N and not amended away (rules.md §3 first_day_contact)."""
+    AM mark N and not amended away (docs/rules.md "The rules" first_day_contact)."""
     records = {(s["urn"], p["id"]): p for s in authority.schools for p in s["pupils"]}
     codes = authority.final_codes() if amended else {
         (m["school_urn"], m["pupil_id"]): m["code"] for m in authority.marks}
@@ -201,7 +201,7 @@ def expected_first_day_sms(authority: Authority,
 
 
 def sibling_groups(expected: dict[tuple[str, str], str]) -> dict[tuple[str, str], set[str]]:
-    """rules.md §4 "Siblings": (urn, phone) -> the pupils one merged message should name."""
+    """docs/rules.md "Siblings": (urn, phone) -> the pupils one merged message should name."""
     groups: dict[tuple[str, str], set[str]] = defaultdict(set)
     for (urn, pupil_id), phone in expected.items():
         groups[(urn, phone)].add(pupil_id)

@@ -77,7 +77,7 @@ class Databases:
 
 async def publish(exchange: aio_pika.abc.AbstractExchange, routing_key: str,
                   bodies: list[bytes]) -> float:
-    """Publish with confirms (contract §2), a window at a time; returns the seconds taken."""
+    """Publish with confirms (docs/contract.md §2), a window at a time; returns the seconds taken."""
     started = time.perf_counter()
     for start in range(0, len(bodies), PUBLISH_WINDOW):
         await asyncio.gather(*(

@@ -34,7 +34,7 @@ class ProcessRun:
 
 def _spawn(module: str, env: dict[str, str], workdir: Path, tag: str,
            wrapper: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    # cwd is a scratch directory so no developer `.env` or `var/` is picked up (contract §1:
+    # cwd is a scratch directory so no developer `.env` or `var/` is picked up (docs/contract.md §1:
     # the services run from any working directory).
     log = open(workdir / f"{tag}.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen([*wrapper, sys.executable, "-m", module], cwd=workdir, env=env,

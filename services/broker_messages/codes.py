@@ -1,4 +1,4 @@
-"""Register codes (England, from 19 August 2024) — rules.md §1.
+"""Register codes (England, from 19 August 2024) — docs/rules.md "Register codes".
 
 The wire accepts the 2024 codes plus three pre-2024 codes that old MIS exports still send;
 those are mapped on arrival (and the use of a legacy code is logged by the consumer).

@@ -50,7 +50,7 @@ class School(BaseModel):
 
 
 class DeliveryWindow(BaseModel):
-    """When family SMS and voice may go out (rules.md §4 "Quiet hours"): never inside quiet
+    """When family SMS and voice may go out (docs/rules.md "Quiet hours"): never inside quiet
     hours, only on school days. Triage owns the calendar, so it sends the school days ahead."""
 
     model_config = ConfigDict(frozen=True)
@@ -73,7 +73,7 @@ class ContactRequest(BaseModel):
     # Everyone here is contacted, independently (professionals).
     recipients: tuple[Recipient, ...] = ()
     # Parents/carers in priority order: tried one after another until one is reached
-    # (rules.md §4 "Contact order"); `no_contact` contacts are never included.
+    # (docs/rules.md "Contact order"); `no_contact` contacts are never included.
     family: tuple[Recipient, ...] = ()
     # Told once when nobody in `family` could be reached (the attendance officer).
     unreachable: tuple[Recipient, ...] = ()

@@ -1,4 +1,4 @@
-"""Input events on `attendance.events` (contract §2)."""
+"""Input events on `attendance.events` (docs/contract.md §2)."""
 
 from __future__ import annotations
 

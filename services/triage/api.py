@@ -1,4 +1,4 @@
-"""Triage's admin API (contract §2 HTTP ingest, §3 roster, policy and tasks)."""
+"""Triage's admin API (docs/contract.md §2 HTTP ingest, §3 roster, policy and tasks)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ async def put_school(urn: str, request: Request) -> dict[str, Any]:
         document = SchoolDocument.model_validate(raw)
     except ValidationError as error:
         problems = validation_problems(error, ["body"]) + problems
-    # Checked on the raw body so a mismatch is listed with every other problem (contract §3).
+    # Checked on the raw body so a mismatch is listed with every other problem (docs/contract.md §3).
     document_urn = raw.get("urn") if isinstance(raw, dict) else None
     if isinstance(document_urn, str) and document_urn.strip() != urn:
         problems.append({"loc": ["path", "urn"], "msg": "does not match the document's urn",

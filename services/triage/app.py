@@ -73,7 +73,7 @@ class TriageService:
             batch_size=self.settings.batch_size,
             on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
         )
-        # rules.md §4 "Replies": a parent's reply, relayed by the notifier.
+        # docs/rules.md "Replies": a parent's reply, relayed by the notifier.
         self.reply_consumer = BatchConsumer(
             name="triage.replies",
             parse=NOTIFIER_EVENTS.validate_json,

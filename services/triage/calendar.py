@@ -1,5 +1,5 @@
 """The school calendar: school days are the weekdays inside a term, minus closures
-(contract §3). Weekends, holidays and closures neither break nor extend an absence episode.
+(docs/contract.md §3). Weekends, holidays and closures neither break nor extend an absence episode.
 A `#` mark (planned closure) for a pupil is handled by the episode code: it is not a possible
 session, so it neither breaks nor extends an episode either."""
 

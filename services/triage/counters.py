@@ -1,4 +1,4 @@
-"""Storage of the rate counters (rules.md §2): one row per pupil per school year, moved by the
+"""Storage of the rate counters (docs/rules.md "Rates"): one row per pupil per school year, moved by the
 difference each new or amended mark makes, never recomputed from a year of marks."""
 
 from __future__ import annotations

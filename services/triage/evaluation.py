@@ -79,7 +79,7 @@ class Evaluator:
                                          _on_or_after(marks.get(urn, {}), since), since, today)
             if current:
                 fresh[urn] = {p: on_roll[p] for p in current}
-        # rules.md §3 "Stale marks": rates move, but only a current mark can contact anybody.
+        # docs/rules.md "Stale marks": rates move, but only a current mark can contact anybody.
         if fresh:
             await self._rates(fresh, records)
 

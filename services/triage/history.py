@@ -159,7 +159,7 @@ def _states_upsert(dialect_name: str) -> Insert:
 
 async def replied_since(conn: AsyncConnection, school_urn: str, pupil_id: str,
                         since: dt.datetime) -> bool:
-    """rules.md §4 "Replies": has a parent replied about this pupil since `since`?"""
+    """docs/rules.md "Replies": has a parent replied about this pupil since `since`?"""
     row = (await conn.execute(
         select(replies.c.reply_id).where(
             replies.c.school_urn == school_urn, replies.c.pupil_id == pupil_id,

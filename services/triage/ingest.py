@@ -246,7 +246,7 @@ def _marks_upsert(dialect_name: str) -> Insert:
 async def _store_marks(conn: AsyncConnection, register_marks: list[RegisterMark],
                        now: dt.datetime) -> None:
     """Contract §2: the latest `recorded_at` wins whatever the arrival order. The rate counters
-    (rules.md §2) move by the difference between each replaced code and its replacement, in the
+    (docs/rules.md "Rates") move by the difference between each replaced code and its replacement, in the
     same transaction; the previous codes of the whole batch are read in one query."""
     latest: dict[MarkKey, RegisterMark] = {}
     for mark in register_marks:

@@ -66,7 +66,7 @@ marks = Table(
     Column("event_id", String(64), nullable=False),
 )
 
-# Events for pupils the roster does not name yet (contract §2).
+# Events for pupils the roster does not name yet (docs/contract.md §2).
 parked_events = Table(
     "parked_events",
     metadata,
@@ -140,7 +140,7 @@ tasks = Table(
     UniqueConstraint("kind", "school_urn", "pupil_id", "episode_start"),
 )
 
-# rules.md §2: sessions per pupil per school year, updated by the difference each mark makes.
+# docs/rules.md "Rates": sessions per pupil per school year, updated by the difference each mark makes.
 attendance_counters = Table(
     "attendance_counters",
     metadata,
@@ -153,7 +153,7 @@ attendance_counters = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
-# Per pupil and rule: whether a threshold rule is armed (rules.md §3 "Crossings"), how many
+# Per pupil and rule: whether a threshold rule is armed (docs/rules.md "Crossings"), how many
 # times it has fired (the dedup key), and for penalty notices the last window alerted on.
 rule_states = Table(
     "rule_states",
@@ -168,7 +168,7 @@ rule_states = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
-# A parent's reply (rules.md §4 "Replies"), one row per pupil it is about.
+# A parent's reply (docs/rules.md "Replies"), one row per pupil it is about.
 replies = Table(
     "parent_replies",
     metadata,

@@ -1,4 +1,4 @@
-"""Who hears about a due action, after re-checking the facts it rests on (rules.md §3
+"""Who hears about a due action, after re-checking the facts it rests on (docs/rules.md "The rules"
 "re-check the mark at send time"). One function per rule, reading the few rows it needs."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from triage.rules import (
 )
 from triage.schools import SchoolContext
 
-# rules.md §3 default channels for the parent's part of each family-facing rule.
+# docs/rules.md "The rules" default channels for the parent's part of each family-facing rule.
 FAMILY_CHANNELS: dict[str, tuple[Channel, ...]] = {
     r.ATTENDANCE_STAGE1: ("sms",),
     r.PERSISTENT_ABSENCE: ("sms", "email"),
@@ -51,7 +51,7 @@ def _percent(rate: float) -> float:
 
 
 def rate_details(counts: Counts) -> dict[str, str | int | float]:
-    # A rate is not a code, reason or comment: parents are told it (seed 003 §3).
+    # A rate is not a code, reason or comment: parents are told it (the example school policy).
     return {"attendance_percent": _percent(counts.attendance_rate),
             "absence_percent": _percent(counts.absence_rate),
             "possible_sessions": counts.possible}

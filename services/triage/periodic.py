@@ -1,5 +1,5 @@
 """Periodic rules, planned by the scheduler's loop: the weekly `attendance_update`
-(rules.md §3; policy `attendance_update.weekday`/`time`). Each school's period is planned once
+(docs/rules.md "The rules"; policy `attendance_update.weekday`/`time`). Each school's period is planned once
 (`periodic_runs`); each pupil's update is an ordinary scheduled action keyed pupil + period."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-school policy (rules.md §5). Every threshold is a setting with the documented default;
+"""Per-school policy (docs/rules.md "Policy settings"). Every threshold is a setting with the documented default;
 unknown keys and out-of-range values are rejected on upload."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Policy(_Strict):
 
     @model_validator(mode="after")
     def _lines_in_order(self) -> Policy:
-        # Stage 1 comes before the referral, persistent before severe (seed 003 §4, §11).
+        # Stage 1 comes before the referral, persistent before severe (the example school policy).
         if self.referral_below > self.stage1_below:
             raise ValueError("referral_below must not be above stage1_below")
         if self.persistent_at >= self.severe_at:

@@ -1,4 +1,4 @@
-"""Attendance rates (rules.md §2), kept as counters per pupil per school year.
+"""Attendance rates (docs/rules.md "Rates"), kept as counters per pupil per school year.
 
 A mark that arrives or is amended changes the counters by the difference between its old and
 its new code, so a rate never needs a year of marks re-read (100k pupils in a morning).
@@ -34,7 +34,7 @@ class Counts:
 
     @property
     def absent(self) -> int:
-        # rules.md §2: absent = authorised + unauthorised sessions.
+        # docs/rules.md "Rates": absent = authorised + unauthorised sessions.
         return self.authorised + self.unauthorised
 
     @property
@@ -85,5 +85,5 @@ def counts_from_codes(codes: Iterable[str]) -> Counts:
 
 
 def rates_actionable(counts: Counts, min_possible_sessions: int) -> bool:
-    # rules.md §2: one absent session in week one is not "persistent".
+    # docs/rules.md "Rates": one absent session in week one is not "persistent".
     return counts.possible >= min_possible_sessions

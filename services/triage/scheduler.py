@@ -1,8 +1,8 @@
-"""Runs stored actions when they fall due, re-checking the facts first (rules.md §3:
+"""Runs stored actions when they fall due, re-checking the facts first (docs/rules.md "The rules":
 "re-check the mark at send time"). Actions are rows, not timers, so they survive restarts.
 
 Family messages due in the same run whose first contact is the same person are sent as one
-request naming every pupil (rules.md §4 "Siblings"); each pupil's decision is still recorded.
+request naming every pupil (docs/rules.md "Siblings"); each pupil's decision is still recorded.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class Scheduler:
 
     async def _rest_of_schools(self, conn: AsyncConnection, actions: list[Row[Any]],
                                now: dt.datetime) -> list[Row[Any]]:
-        """rules.md §4 "Siblings": brothers and sisters share a message only when their actions
+        """docs/rules.md "Siblings": brothers and sisters share a message only when their actions
         are settled together, so a batch takes every due action of the schools it touches. A
         batch cut at `batch_size` alone would text a family twice whenever the cut fell
         between two siblings (6 of 859 families in a 105,000-pupil morning)."""
@@ -154,7 +154,7 @@ class Scheduler:
                                       "nobody to contact: no usable address for any recipient",
                                       now, skipped=plan.skipped)
         if plan.professionals:
-            # Professional alerts are safeguarding: not held for quiet hours (rules.md §4).
+            # Professional alerts are safeguarding: not held for quiet hours (docs/rules.md "Contacting people").
             staff_id = action_key(action) + (":staff" if plan.family else "")
             await self._enqueue(conn, ContactRequest(
                 request_id=staff_id, rule=action.rule, school=context.school, date=action.date,

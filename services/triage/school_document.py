@@ -1,4 +1,4 @@
-"""The school document uploaded with `PUT /api/v1/schools/{urn}` (contract §3)."""
+"""The school document uploaded with `PUT /api/v1/schools/{urn}` (docs/contract.md §3)."""
 
 from __future__ import annotations
 

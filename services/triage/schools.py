@@ -96,7 +96,7 @@ async def store_school(
     conn: AsyncConnection, document: SchoolDocument, now: dt.datetime
 ) -> dict[str, int]:
     """Create or replace a school and its roster. Pupils missing from the upload are marked as
-    left, their history kept (contract §3)."""
+    left, their history kept (docs/contract.md §3)."""
     insert = dialect_insert(conn.engine)
     school_json = document.model_dump(mode="json", exclude={"pupils"})
     statement = insert(schools).values(urn=document.urn, document=school_json, updated_at=now)

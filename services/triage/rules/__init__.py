@@ -1,4 +1,4 @@
-"""The attendance rules (rules.md §3) as pure functions of (state, event, policy, now).
+"""The attendance rules (docs/rules.md "The rules") as pure functions of (state, event, policy, now).
 
 No I/O here: each function takes what the rule needs to know and returns decisions, so it can
 be read line by line against the policy and tested without a broker or a database. Storage is

@@ -1,4 +1,4 @@
-"""What a rule decides, and the deduplication keys of rules.md §3 ("a rule fires at most once
+"""What a rule decides, and the deduplication keys of docs/rules.md "The rules" ("a rule fires at most once
 per deduplication key"). Pure values: storage is `triage.decisions`."""
 
 from __future__ import annotations
@@ -75,13 +75,13 @@ Decision = Schedule | Suppress | Withdraw
 
 
 def key(rule: str, school_urn: str, pupil_id: str, *parts: object) -> str:
-    """`rule:school:pupil:…`; the trailing parts are what rules.md §3 names after "pupil +"."""
+    """`rule:school:pupil:…`; the trailing parts are what docs/rules.md "The rules" names after "pupil +"."""
     tail = ":".join(p.isoformat() if isinstance(p, dt.date) else str(p) for p in parts)
     return f"{rule}:{school_urn}:{pupil_id}:{tail}"
 
 
 def first_day_contact_key(school_urn: str, pupil_id: str, day: dt.date) -> str:
-    # rules.md §3: dedup key "pupil + date".
+    # docs/rules.md "The rules": dedup key "pupil + date".
     return key(FIRST_DAY_CONTACT, school_urn, pupil_id, day)
 
 

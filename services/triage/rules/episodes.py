@@ -68,7 +68,7 @@ class Episode:
         return self.days[0]
 
     def nth_day(self, n: int) -> dt.date | None:
-        """rules.md §3: "the n-th school day of an episode" (n=1 is its first day)."""
+        """docs/rules.md "The rules": "the n-th school day of an episode" (n=1 is its first day)."""
         return self.days[n - 1] if 1 <= n <= len(self.days) else None
 
 
@@ -121,7 +121,7 @@ def episode_ending_before(day: dt.date, marks: MarksByDay, calendar: SchoolCalen
 
 
 def day3_home_visit_key(school_urn: str, pupil_id: str, episode_start: dt.date) -> str:
-    # rules.md §3: dedup key "pupil + episode".
+    # docs/rules.md "The rules": dedup key "pupil + episode".
     return key(DAY3_HOME_VISIT, school_urn, pupil_id, episode_start)
 
 
@@ -134,7 +134,7 @@ def unheard(episode: Episode, marks: MarksByDay, through: int) -> bool:
 def day3_home_visit(*, school_urn: str, pupil_id: str, episode: Episode, marks: MarksByDay,
                     calendar: SchoolCalendar, policy: Policy, now: dt.datetime,
                     tz: ZoneInfo) -> Decision | None:
-    """Seed 003 §5: "visit you at home if we have not heard from you by day 3"."""
+    """The example school policy: "visit you at home if we have not heard from you by day 3"."""
     n = policy.day3_home_visit.day
     dedup_key = day3_home_visit_key(school_urn, pupil_id, episode.start)
     nth = episode.nth_day(n)

@@ -1,4 +1,4 @@
-"""rules.md §3 `first_day_contact`, and the facts several rules share (unexplained, stale)."""
+"""docs/rules.md "The rules" `first_day_contact`, and the facts several rules share (unexplained, stale)."""
 
 from __future__ import annotations
 
@@ -22,20 +22,20 @@ from triage.rules.decisions import (
 
 
 def is_unexplained(codes: Mapping[str, str]) -> bool:
-    # rules.md §1: "Unexplained means code N (no reason yet)".
+    # docs/rules.md "Register codes": "Unexplained means code N (no reason yet)".
     return UNEXPLAINED in codes.values()
 
 
 def is_stale(day: dt.date, now: dt.datetime, calendar: SchoolCalendar, policy: Policy,
              tz: ZoneInfo) -> bool:
-    """rules.md §3 "Stale marks": older than `max_action_age_days` school days contact nobody."""
+    """docs/rules.md "Stale marks": older than `max_action_age_days` school days contact nobody."""
     today = local_date(now, tz)
     return calendar.school_days_between(day, today) > policy.max_action_age_days
 
 
 def registers_closed_at(day: dt.date, policy: Policy, tz: ZoneInfo) -> dt.datetime:
     """`first_day_contact.not_before` (+ grace) on `day`: before it an N is still provisional
-    (registers close at 09:15, seed 003), so nobody is told about it earlier."""
+    (registers close at 09:15, the example school policy), so nobody is told about it earlier."""
     rule_policy = policy.first_day_contact
     return at_local_time(day, rule_policy.not_before, tz) + dt.timedelta(
         minutes=rule_policy.grace_minutes
@@ -58,7 +58,7 @@ def first_day_contact(
     now: dt.datetime,
     tz: ZoneInfo,
 ) -> Decision | None:
-    """Seed 003 §5: "telephone or text you on the first day of absence if we have not heard
+    """The example school policy: "telephone or text you on the first day of absence if we have not heard
     from you". Decided when a mark arrives; `first_day_contact_still_due` re-checks at send time.
     """
     dedup_key = first_day_contact_key(school_urn, pupil_id, day)

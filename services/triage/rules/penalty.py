@@ -1,4 +1,4 @@
-"""rules.md §3 `penalty_notice_threshold` (national framework for penalty notices, Aug 2024):
+"""docs/rules.md "The rules" `penalty_notice_threshold` (national framework for penalty notices, Aug 2024):
 10 unauthorised sessions (`G`, `N`, `O`, `U`) within any rolling 10 school weeks. A school
 week is a week with at least one school day, so half-term and holiday weeks are skipped and a
 window runs on across terms. The school must *consider* a notice: staff are told.

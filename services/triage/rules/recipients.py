@@ -1,4 +1,4 @@
-"""Who a rule's message goes to (rules.md §3 recipients, §4 contact order). Pure: built from
+"""Who a rule's message goes to (docs/rules.md "The rules" recipients, §4 contact order). Pure: built from
 the school document and the pupil's roster record."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def unreachable_because(skipped: list[dict[str, str]]) -> str:
 
 def first_contact_address(recipient: Recipient) -> str:
     """Who a family message reaches first: siblings whose first contact has the same phone
-    (or, without one, email) share one message (rules.md §4 "Siblings")."""
+    (or, without one, email) share one message (docs/rules.md "Siblings")."""
     return recipient.phone or recipient.email or recipient.ref
 
 

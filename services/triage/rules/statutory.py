@@ -1,5 +1,5 @@
 """Rules for pupils whom others must hear about: social workers, the Virtual School, the local
-authority (rules.md §3 `social_worker_unexplained`, `looked_after_unexplained`,
+authority (docs/rules.md "The rules" `social_worker_unexplained`, `looked_after_unexplained`,
 `register_removal`, `ehcp_absence_15_days`)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def unexplained_absence_alerts(
     now: dt.datetime,
     tz: ZoneInfo,
 ) -> list[Decision]:
-    """Seed 001: "inform the pupil's social worker if there are any unexplained absences";
+    """The DfE summary of responsibilities: "inform the pupil's social worker if there are any unexplained absences";
     for a looked-after child the Virtual School too. One alert per school day (the first N
     session of the day), sent once registers have closed so a parent's 9 o'clock call to the
     office can still explain it."""
@@ -50,7 +50,7 @@ def unexplained_absence_alerts(
     decisions: list[Decision] = []
     inputs = {"date": day.isoformat(), "codes": dict(codes)}
     for rule in rules:
-        dedup_key = key(rule, school_urn, pupil_id, day)  # rules.md §3: pupil + date
+        dedup_key = key(rule, school_urn, pupil_id, day)  # docs/rules.md "The rules": pupil + date
         if not is_unexplained(codes):
             decisions.append(Withdraw(rule, dedup_key,
                                       f"re-coded {describe(codes)}: no longer unexplained", inputs))
@@ -80,7 +80,7 @@ def unexplained_alert_still_due(codes: Mapping[str, str], on_roll: bool) -> str 
 
 def register_removal(*, school_urn: str, pupil_id: str, removed_on: dt.date, ground: str | None,
                      now: dt.datetime) -> Decision:
-    """Seed 001: inform the social worker "…and if their name is to be deleted from the
+    """The DfE summary of responsibilities: inform the social worker "…and if their name is to be deleted from the
     register"; the local authority is told of every removal (Regulations 2024)."""
     dedup_key = key(REGISTER_REMOVAL, school_urn, pupil_id, removed_on)  # pupil + removal
     # The ground is office free text: kept in the decision log, never put in a message.
@@ -90,7 +90,7 @@ def register_removal(*, school_urn: str, pupil_id: str, removed_on: dt.date, gro
 
 def ehcp_absence(*, school_urn: str, pupil_id: str, record: Mapping[str, Any], counts: Counts,
                  year_start: dt.date, policy: Policy, now: dt.datetime) -> Decision | None:
-    """Seed 000: "if your child has an Education, Health and Care plan, and is out of school for
+    """The DfE guide for parents: "if your child has an Education, Health and Care plan, and is out of school for
     more than 15 days … inform the local council". Days are counted as two sessions each."""
     if not record.get("ehcp"):
         return None

@@ -1,4 +1,4 @@
-"""Rate thresholds with hysteresis (rules.md §3 "Crossings"): `attendance_stage1`,
+"""Rate thresholds with hysteresis (docs/rules.md "Crossings"): `attendance_stage1`,
 `persistent_absence`, `la_referral`, `severe_absence`.
 
 A threshold rule fires once when the rate crosses its line, then stays disarmed until the rate
@@ -59,13 +59,13 @@ class Threshold:
 
 def thresholds(policy: Policy) -> tuple[Threshold, ...]:
     return (
-        # seed 003 §11 stage 1: attendance below 92%.
+        # the example school policy, stage 1: attendance below 92%.
         Threshold(ATTENDANCE_STAGE1, "attendance_below", policy.stage1_below),
-        # seed 003 §4.2, seed 001: persistent absence at 10%.
+        # the example school policy; the DfE summary of responsibilities: persistent absence at 10%.
         Threshold(PERSISTENT_ABSENCE, "absence_at", policy.persistent_at),
-        # seed 003 §5: "refer … if attendance moves below 90%".
+        # The example school policy: "refer … if attendance moves below 90%".
         Threshold(LA_REFERRAL, "attendance_below", policy.referral_below),
-        # seed 003 §4.1: severe absence at 50%.
+        # The example school policy: severe absence at 50%.
         Threshold(SEVERE_ABSENCE, "absence_at", policy.severe_at),
     )
 

@@ -1,5 +1,5 @@
-"""rules.md §3 `attendance_update`: a periodic message to parents who opted in with the rate
-this term (seed 003 §3 "report to you … attendance and punctuality rate")."""
+"""docs/rules.md "The rules" `attendance_update`: a periodic message to parents who opted in with the rate
+this term (The example school policy "report to you … attendance and punctuality rate")."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def attendance_update_period(now: dt.datetime, calendar: SchoolCalendar, policy:
 
 
 def attendance_update_key(school_urn: str, pupil_id: str, period: str) -> str:
-    # rules.md §3: dedup key "pupil + period".
+    # docs/rules.md "The rules": dedup key "pupil + period".
     return key(ATTENDANCE_UPDATE, school_urn, pupil_id, period)
 
 
