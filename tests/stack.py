@@ -197,6 +197,14 @@ class Stack:
         await self.triage.relay.publish_pending()
         return settled
 
+    async def handed_over(self, timeout: float = 15.0) -> None:
+        """Wait until the notifier has settled everything triage's relay has published so far
+        (requests and cancellations), so a dispatch that follows sees them."""
+        assert self.triage.relay is not None and self.notifier.consumer is not None
+        await self.triage.relay.publish_pending()
+        await self.notifier.consumer.wait_settled(
+            self.triage.relay.published + self._requests_published, timeout)
+
     async def sent(self, count: int, timeout: float = 15.0) -> None:
         """Wait until the notifier has settled `count` notifications (sent or failed)."""
         assert self.notifier.dispatcher is not None

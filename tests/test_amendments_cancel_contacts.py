@@ -12,13 +12,6 @@ from tests.stack import Stack
 EARLY = {"first_day_contact": {"not_before": "07:30"}}
 
 
-async def _handed_over(stack: Stack, *pupils: str) -> None:
-    """Triage's requests (and any cancellations) published and settled by the notifier."""
-    assert stack.triage.relay is not None and stack.notifier.consumer is not None
-    await stack.triage.relay.publish_pending()
-    await stack.notifier.consumer.wait_settled(len(pupils))
-
-
 async def test_text_held_for_quiet_hours_is_not_sent_after_the_office_recodes_the_mark(
         stack: Stack) -> None:
     await stack.put_school(school([pupil("P1", contacts=[contact(1)])], policy=EARLY))
@@ -28,7 +21,7 @@ async def test_text_held_for_quiet_hours_is_not_sent_after_the_office_recodes_th
     await stack.processed()
     stack.at(7, 58)
     await stack.run_due()
-    await _handed_over(stack, "P1")
+    await stack.handed_over()
     await stack.dispatch_due()
     [email] = await stack.smtp.wait_for(1)
     assert email["To"] == "parent1@example.com", "email is not held by quiet hours"
@@ -39,9 +32,7 @@ async def test_text_held_for_quiet_hours_is_not_sent_after_the_office_recodes_th
     stack.clock.set(recoded)
     await stack.publish(mark("P1", "I", recorded=recoded))
     await stack.processed()
-    assert stack.triage.relay is not None and stack.notifier.consumer is not None
-    await stack.triage.relay.publish_pending()
-    await stack.notifier.consumer.wait_settled(2)  # the request and its cancellation
+    await stack.handed_over()  # the request, then its cancellation
 
     stack.at(8, 0)
     await stack.dispatch_due()
@@ -77,9 +68,7 @@ async def test_contact_asked_for_again_after_a_cancelled_one_goes_under_a_new_re
                                                               tzinfo=LONDON)))
     await stack.processed()
     await stack.run_due()
-    assert stack.triage.relay is not None and stack.notifier.consumer is not None
-    await stack.triage.relay.publish_pending()
-    await stack.notifier.consumer.wait_settled(3)  # request, cancellation, second request
+    await stack.handed_over()  # request, cancellation, second request
     stack.at(8, 0)
     await stack.dispatch_due()
     [text] = await stack.twilio.wait_for_messages(1)
@@ -103,9 +92,36 @@ async def test_message_sent_the_day_after_the_absence_names_the_day(stack: Stack
     await stack.processed()
     stack.at(20, 0, day=friday)
     await stack.run_due()
-    await _handed_over(stack, "P1")
+    await stack.handed_over()
     stack.at(8, 0, day=MONDAY)
     await stack.dispatch_due()
     [text] = await stack.twilio.wait_for_messages(1)
     assert "Friday 20 November" in text["body"]
     assert "today" not in text["body"].lower()
+
+
+async def test_held_text_for_two_siblings_names_only_the_one_still_unexplained(
+        stack: Stack) -> None:
+    shared = [contact(1, email=None)]
+    await stack.put_school(school([pupil("P1", "Sally", contacts=shared),
+                                   pupil("P2", "Tom", contacts=shared)], policy=EARLY))
+    stack.at(7, 50)
+    recorded = dt.datetime(2026, 11, 23, 7, 50, tzinfo=LONDON)
+    await stack.publish(mark("P1", "N", recorded=recorded), mark("P2", "N", recorded=recorded))
+    await stack.processed()
+    stack.at(7, 58)
+    await stack.run_due()
+    await stack.handed_over()
+    recoded = dt.datetime(2026, 11, 23, 7, 58, 2, tzinfo=LONDON)
+    stack.clock.set(recoded)
+    await stack.publish(mark("P1", "I", recorded=recoded))
+    await stack.processed()
+    await stack.handed_over()
+
+    stack.at(8, 0)
+    await stack.dispatch_due()
+    [text] = await stack.twilio.wait_for_messages(1)
+    assert "Tom" in text["body"] and "Sally" not in text["body"]
+    stack.at(8, 30)
+    await stack.dispatch_due()
+    assert len(stack.twilio.messages) == 1, "Tom's family is texted once"

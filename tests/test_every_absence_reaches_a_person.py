@@ -79,6 +79,7 @@ async def _enter(stack: Stack, urn: str, day: dt.date, session: str, versions: l
 
 async def _settle(stack: Stack) -> None:
     await stack.run_due()
+    await stack.handed_over()
     await stack.dispatch_due()
 
 

@@ -197,3 +197,30 @@ async def test_legacy_interview_code_counts_as_attending(stack: Stack) -> None:
     assert history["rates"]["possible_sessions"] == 1
     assert history["rates"]["attendance_rate"] == 1.0
     assert [(m["code"], m["stored_as"]) for m in history["mark_history"]] == [("J", "B")]
+
+
+async def test_family_whose_every_number_fails_puts_a_task_on_the_officers_list(
+        stack: Stack) -> None:
+    """The notifier tried every contact (both opted out of texts): the officer and the social
+    worker are emailed by the notifier, and triage records the decision and opens the task."""
+    stack.twilio.reject_number("+447700900001", code=21610)
+    stack.twilio.reject_number("+447700900002", code=21610)
+    await stack.put_school(school([pupil("P1", contacts=[
+        contact(1, phone="+447700900001", email=None),
+        contact(2, phone="+447700900002", email=None),
+    ], social_worker=WORKER)]))
+    await stack.publish(mark("P1", "N"))
+    await stack.processed()
+    stack.at(9, 30)
+    await stack.run_due()
+    emails = await emails_about(stack, "could not be reached", 2)
+    assert sorted(e["To"] for e in emails) == ["a.worker@la.example",
+                                              "attendance@millbrook.example"]
+    assert "2 contacts were tried" in body(emails[0])
+    reply_consumer = stack.triage.reply_consumer
+    assert reply_consumer is not None
+    await reply_consumer.wait_settled(1)
+    [task] = await tasks(stack)
+    assert (task["kind"], task["pupil_id"]) == ("family_unreachable", "P1")
+    [(pupil_id, outcome, reason)] = await _decisions(stack, "family_unreachable")
+    assert (pupil_id, outcome) == ("P1", "requested") and "2 contact(s) tried" in reason
