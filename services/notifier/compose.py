@@ -63,6 +63,7 @@ def notification_rows(
             "kind": kind,
             "family_index": family_index,
             "language": recipient.language,
+            "note": None,
         })
     return rows
 
