@@ -86,8 +86,9 @@ class Stack:
     def __init__(self, *, amqp_url: str, broker: aio_pika.abc.AbstractRobustConnection,
                  database_url: str, twilio: TwilioStub, smtp: SmtpSink, workdir: Path,
                  start: dt.datetime = MONDAY_MORNING,
-                 notifier_overrides: dict[str, Any] | None = None) -> None:
-        self.clock = FrozenClock(start)
+                 notifier_overrides: dict[str, Any] | None = None,
+                 clock: FrozenClock | None = None) -> None:
+        self.clock = clock or FrozenClock(start)
         self.broker = broker
         self.twilio = twilio
         self.smtp = smtp

@@ -100,10 +100,11 @@ class NotifierService:
         self.intake = Intake(self.engine, self.clock, self.templates, self.metrics)
         self.cancellations = Cancellations(self.engine, self.clock, self.metrics)
         self.chase = FamilyChase(self.engine, self.clock, self.templates,
-                                 dt.timedelta(seconds=settings.delivery_receipt_wait_seconds))
+                                 dt.timedelta(seconds=settings.delivery_receipt_wait_seconds),
+                                 on_published=self._outbox_written)
         self.replies = ReplyDesk(self.engine, self.clock,
                                  dt.timedelta(days=settings.reply_match_days),
-                                 on_published=self._reply_published)
+                                 on_published=self._outbox_written)
         self.relay: OutboxRelay | None = None
         self._run_dispatcher = run_dispatcher
         self.workers = Workers()
@@ -168,7 +169,7 @@ class NotifierService:
             self.dispatcher.wake()
         return verdicts
 
-    def _reply_published(self) -> None:
+    def _outbox_written(self) -> None:
         if self.relay is not None:
             self.relay.wake()
 
