@@ -166,3 +166,25 @@ async def test_number_nobody_texted_is_unmatched_even_if_a_chain_names_it(
     (reply,) = await _replies(stack)
     assert (reply["matched"], reply["school_urn"]) == (False, None)
     assert await triage_replies.so_far(stack) == []
+
+
+async def test_reply_cancels_the_next_contact_held_overnight_and_says_why(
+    stack: Stack, triage_replies: TriageReplies,
+) -> None:
+    stack.at(19, 50)
+    await stack.publish_requests(family_request(stack.clock.now(), parent(1, MUM),
+                                                parent(2, DAD)))
+    await stack.sent(1)
+    stack.at(20, 5)  # no receipt yet: Dad is next, in the morning
+    await stack.dispatch_due()
+    assert [n["status"] for n in await stack.notifications() if n["to"] == DAD] == ["pending"]
+
+    assert (await stack.inbound_sms(MUM, "got it, she is ill")).status_code == 200
+    (event,) = await triage_replies.so_far(stack)
+    assert event.school_urn == A
+    stack.at(8, 0, day=dt.date(2026, 11, 24))
+    await stack.dispatch_due()
+    assert [m["to"] for m in stack.twilio.messages] == [MUM]
+    held = [n for n in await stack.notifications() if n["to"] == DAD]
+    assert [(n["status"], n["note"]) for n in held] == [
+        ("cancelled", "cancelled: the family replied")]

@@ -24,6 +24,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifier import optout
+from notifier.cancellation import cancelled_note
 from notifier.models import (
     contact_requests,
     family_contacts,
@@ -152,7 +153,8 @@ class ReplyDesk:
             update(notifications)
             .where(notifications.c.request_id.in_(requests), notifications.c.kind == "family",
                    notifications.c.status == "pending")
-            .values(status="cancelled", error="the family replied", updated_at=now))
+            .values(status="cancelled", error="the family replied",
+                    note=cancelled_note("the family replied"), updated_at=now))
 
 
 async def _first_time(conn: AsyncConnection, message_sid: str, now: dt.datetime) -> bool:
