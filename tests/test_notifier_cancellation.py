@@ -236,6 +236,7 @@ async def test_cancellation_that_arrives_before_its_request_means_nothing_is_sen
     rows = await stack.notifications()
     assert len(rows) == 4
     assert {(r["status"], r["note"]) for r in rows} == {("cancelled", CANCELLED)}
+    assert _cancelled_count(stack, "first_day_contact", "sms") == 2  # once each, redelivered
     chain = await _chain(stack, request.request_id)
     assert (chain.state, chain.rule) == ("cancelled", "first_day_contact")
     assert ContactRequest.model_validate_json(chain.payload) == request

@@ -235,6 +235,7 @@ class Dispatcher:
                         raise
         except _SendRefused:
             log.info("notifier.send.refused notification_id=%s", message.notification_id)
+            # The refused attempt made no provider call.
             return Delivery(attempts - 1, error=last_error, started=started, refused=True)
         except ProviderError as failure:
             return Delivery(attempts, error=failure, started=started)

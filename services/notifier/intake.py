@@ -62,7 +62,9 @@ class Intake:
             await _insert(conn, family_contacts, contacts)
             await _insert(conn, notifications, rows)
         for row in rows:
-            if row["status"] == "cancelled":
+            # Counted once: when the request first arrives (a redelivery inserts nothing).
+            found = cancelled.get(row["request_id"])
+            if found is not None and found.tombstone:
                 self._metrics.notifications.labels(row["rule"], row["channel"], "cancelled").inc()
         return verdicts
 
