@@ -17,6 +17,7 @@ import httpx
 from broker_messages import topology
 from broker_messages.contact import (
     Channel,
+    ContactCancelled,
     ContactRequest,
     DeliveryWindow,
     PupilRef,
@@ -85,8 +86,9 @@ class Stack:
     def __init__(self, *, amqp_url: str, broker: aio_pika.abc.AbstractRobustConnection,
                  database_url: str, twilio: TwilioStub, smtp: SmtpSink, workdir: Path,
                  start: dt.datetime = MONDAY_MORNING,
-                 notifier_overrides: dict[str, Any] | None = None) -> None:
-        self.clock = FrozenClock(start)
+                 notifier_overrides: dict[str, Any] | None = None,
+                 clock: FrozenClock | None = None) -> None:
+        self.clock = clock or FrozenClock(start)
         self.broker = broker
         self.twilio = twilio
         self.smtp = smtp
@@ -172,6 +174,29 @@ class Stack:
                 routing_key=topology.CONTACT_REQUEST_ROUTING_KEY,
             )
             self._requests_published += 1
+
+    async def publish_cancel(self, request: ContactRequest | str, *,
+                             reason: str = "re-coded: absence explained",
+                             school_urn: str = "123456",
+                             pupil_ids: tuple[str, ...] = ("P1",)) -> ContactCancelled:
+        """Publish a ContactCancelled for `request` (or a request id) to the notifier's
+        exchange with the `contact.cancel` routing key, as triage's relay does. It counts
+        towards `requests_processed()`."""
+        if isinstance(request, ContactRequest):
+            school_urn = request.school.urn
+            pupil_ids = tuple(p.pupil_id for p in request.pupils)
+            request = request.request_id
+        cancel = ContactCancelled(request_id=request, school_urn=school_urn, pupil_ids=pupil_ids,
+                                  reason=reason, cancelled_at=self.clock.now())
+        exchange = await self._channel.get_exchange(topology.REQUESTS_EXCHANGE)
+        await exchange.publish(
+            aio_pika.Message(cancel.model_dump_json(by_alias=True).encode(),
+                             content_type="application/json",
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=topology.CONTACT_CANCEL_ROUTING_KEY,
+        )
+        self._requests_published += 1
+        return cancel
 
     async def requests_processed(self, timeout: float = 15.0) -> None:
         """Wait until the notifier has settled (accepted or dead-lettered) every request

@@ -275,6 +275,10 @@ EXPECTED_QUEUES = {
 }
 EXPECTED_BINDINGS = sorted(
     [(topology.EVENTS_EXCHANGE, topology.TRIAGE_QUEUE, key) for key in topology.EVENT_ROUTING_KEYS]
+    + [(topology.REQUESTS_EXCHANGE, topology.NOTIFIER_QUEUE, key)
+       for key in topology.REQUEST_ROUTING_KEYS]
+    + [(topology.NOTIFIER_EVENTS_EXCHANGE, topology.TRIAGE_REPLIES_QUEUE, key)
+       for key in topology.NOTIFIER_EVENT_ROUTING_KEYS]
     + [
         (topology.EVENTS_DEAD_EXCHANGE, topology.EVENTS_DEAD_QUEUE, topology.EVENTS_DEAD_QUEUE),
         (topology.REQUESTS_DEAD_EXCHANGE, topology.REQUESTS_DEAD_QUEUE,

@@ -46,6 +46,9 @@ class Notification(BaseModel):
     provider_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    # Why a row was cancelled ("cancelled: re-coded …"), or that a cancellation arrived while
+    # it was being sent; None otherwise.
+    note: str | None = None
 
 
 @api.get("/notifications", response_model=list[Notification])

@@ -8,8 +8,9 @@ import logging
 
 from aio_pika.abc import AbstractRobustConnection
 from broker_messages import topology
-from broker_messages.contact import ContactRequest
+from broker_messages.contact import ContactCancelled, ContactRequest, NotifierCommand
 from fastapi import FastAPI
+from pydantic import TypeAdapter, ValidationError
 from servicekit import broker, logs
 from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
@@ -19,6 +20,7 @@ from servicekit.runtime import Workers, serve
 from servicekit.web import operations_router
 
 from notifier.api import api, webhooks
+from notifier.cancellation import Cancellations
 from notifier.dispatch import Dispatcher
 from notifier.fallback import FamilyChase
 from notifier.intake import Intake
@@ -64,6 +66,21 @@ def build_providers(settings: NotifierSettings) -> dict[str, Provider]:
     return providers
 
 
+Command = ContactRequest | ContactCancelled
+_COMMANDS: TypeAdapter[Command] = TypeAdapter(NotifierCommand)
+
+
+def parse_command(body: bytes) -> Command:
+    """A contact request or a cancellation, told apart by "schema". Requests from before
+    cancellations existed may carry no "schema": they are contact requests."""
+    try:
+        return _COMMANDS.validate_json(body)
+    except ValidationError as error:
+        if [e["type"] for e in error.errors()] == ["union_tag_not_found"]:
+            return ContactRequest.model_validate_json(body)
+        raise
+
+
 # The buckets grant exactly `rate` a second, but each request then crosses a thread and the
 # network, and the provider counts what arrives: at 100/s that jitter once put 102 texts into
 # one of its seconds. Pacing 1% under the configured limit leaves room for it.
@@ -80,19 +97,21 @@ class NotifierService:
         self.metrics = NotifierMetrics()
         self.engine = make_engine(settings.database_url)
         self.templates = TemplateLibrary(settings.templates_dir)
-        self.intake = Intake(self.engine, self.clock, self.templates)
+        self.intake = Intake(self.engine, self.clock, self.templates, self.metrics)
+        self.cancellations = Cancellations(self.engine, self.clock, self.metrics)
         self.chase = FamilyChase(self.engine, self.clock, self.templates,
-                                 dt.timedelta(seconds=settings.delivery_receipt_wait_seconds))
+                                 dt.timedelta(seconds=settings.delivery_receipt_wait_seconds),
+                                 on_published=self._outbox_written)
         self.replies = ReplyDesk(self.engine, self.clock,
                                  dt.timedelta(days=settings.reply_match_days),
-                                 on_published=self._reply_published)
+                                 on_published=self._outbox_written)
         self.relay: OutboxRelay | None = None
         self._run_dispatcher = run_dispatcher
         self.workers = Workers()
         self.connection: AbstractRobustConnection | None = None
         self.providers: dict[str, Provider] = {}
         self.dispatcher: Dispatcher | None = None
-        self.consumer: BatchConsumer[ContactRequest] | None = None
+        self.consumer: BatchConsumer[Command] | None = None
 
     async def start(self) -> None:
         await upgrade(self.engine)
@@ -118,7 +137,7 @@ class NotifierService:
         self.workers.spawn(self.relay.run())
         self.consumer = BatchConsumer(
             name="notifier",
-            parse=ContactRequest.model_validate_json,
+            parse=parse_command,
             handle=self._accept,
             dead_exchange=dead,
             batch_size=self.settings.prefetch,
@@ -130,15 +149,27 @@ class NotifierService:
         await self.consumer.start(queue)
         log.info("notifier.started")
 
-    async def _accept(self, requests: list[ContactRequest]) -> list[str | None]:
-        verdicts = await self.intake.accept(requests)
-        for verdict in verdicts:
-            self.metrics.requests.labels("accepted" if verdict is None else "rejected").inc()
+    async def _accept(self, commands: list[Command]) -> list[str | None]:
+        """Requests first, then cancellations: a cancellation is final whichever came first,
+        and one in the same batch as its request still finds it."""
+        verdicts: list[str | None] = [None] * len(commands)
+        requests = [(n, c) for n, c in enumerate(commands) if isinstance(c, ContactRequest)]
+        cancels = [(n, c) for n, c in enumerate(commands) if isinstance(c, ContactCancelled)]
+        if requests:
+            for (n, _), verdict in zip(requests, await self.intake.accept(
+                    [request for _, request in requests]), strict=True):
+                verdicts[n] = verdict
+                self.metrics.requests.labels("accepted" if verdict is None else "rejected").inc()
+        if cancels:
+            for (n, _), verdict in zip(cancels, await self.cancellations.apply(
+                    [cancel for _, cancel in cancels]), strict=True):
+                verdicts[n] = verdict
+                self.metrics.requests.labels("cancelled" if verdict is None else "rejected").inc()
         if self.dispatcher is not None:
             self.dispatcher.wake()
         return verdicts
 
-    def _reply_published(self) -> None:
+    def _outbox_written(self) -> None:
         if self.relay is not None:
             self.relay.wake()
 

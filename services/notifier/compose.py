@@ -33,15 +33,16 @@ def notification_rows(
         to = recipient.email if channel == "email" else recipient.phone
         if not to:
             raise ValueError(f"recipient {recipient.ref} has no address for {channel}")
+        due = (next_send_time(now, request.delivery)
+               if is_held_by_quiet_hours(request, recipient, channel) else now)
         rule = request.rule
         ref = recipient.ref
         if kind == "unreachable":
             rule, ref = UNREACHABLE_RULE, f"unreachable:{recipient.ref}"
             rendered = render_unreachable(templates, request, recipient, channel)
         else:
-            rendered = templates.render_request(request, recipient, channel)
-        due = (next_send_time(now, request.delivery)
-               if is_held_by_quiet_hours(request, recipient, channel) else now)
+            # Rendered knowing when it goes out: a text held to tomorrow names the day.
+            rendered = templates.render_request(request, recipient, channel, due)
         rows.append({
             "id": str(uuid.uuid4()),
             "request_id": request.request_id,
@@ -63,6 +64,7 @@ def notification_rows(
             "kind": kind,
             "family_index": family_index,
             "language": recipient.language,
+            "note": None,
         })
     return rows
 

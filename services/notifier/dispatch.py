@@ -3,22 +3,29 @@
 Rows are claimed (`sending`) in a short transaction, sent, then settled, so two replicas never
 send the same row and a crash mid-send leaves a claim that is retried after it expires. Held
 (quiet hours) and fallback rows are ordinary rows with a later `due_at`: the same claim covers
-them. A settled family row moves its fallback chain on (notifier.fallback)."""
+them. A settled family row moves its fallback chain on (notifier.fallback).
+
+A claimed row may wait a while for its turn at the rate limit, and its request may be cancelled
+meanwhile (notifier.cancellation). So immediately before each provider call, retries included,
+one conditional UPDATE marks the send as started; it fails once a cancellation is recorded (or
+the claim has passed to another process), and then nothing is sent."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, case, false, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from notifier import optout
+from notifier.cancellation import SENT_ANYWAY
 from notifier.fallback import FamilyChase, mark_for_check
 from notifier.metrics import NotifierMetrics
 from notifier.models import notifications
@@ -27,8 +34,26 @@ from notifier.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 
+
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, ProviderError) and error.retryable
+
+
+class _SendRefused(Exception):
+    """The guard refused a provider call: not retryable, so tenacity stops at once."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How one claimed row's sending ended."""
+
+    attempts: int = 0
+    result: ProviderResult | None = None
+    error: ProviderError | None = None
+    # A provider call was allowed to start (the guard passed at least once).
+    started: bool = False
+    # The guard refused a provider call: cancelled, or the claim is no longer ours.
+    refused: bool = False
 
 
 class Dispatcher:
@@ -158,27 +183,29 @@ class Dispatcher:
         message = OutgoingMessage(notification_id=row.id, channel=row.channel, to=row.to,
                                   body=row.body, subject=row.subject, html=row.html,
                                   language=row.language)
-        attempts = 0
-        result: ProviderResult | None = None
-        error: ProviderError | None = None
         async with self._slots:
             if opted_out:
-                error = ProviderError("number has opted out (STOP)", retryable=False,
-                                      code=optout.UNSUBSCRIBED_CODE)
+                delivery = Delivery(error=ProviderError(
+                    "number has opted out (STOP)", retryable=False,
+                    code=optout.UNSUBSCRIBED_CODE))
             elif row.uncertain and (found := await self._already_sent(message)) is not None:
                 log.warning("notifier.send.recovered notification_id=%s channel=%s", row.id,
                             row.channel)
-                result = found
+                delivery = Delivery(result=found)
             else:
-                attempts, result, error = await self._deliver(message)
-        await self._settle(row, attempts, result, error)
+                delivery = await self._deliver(message, row.claimed_at)
+        if delivery.refused and not await self._cancelled_under_our_claim(row):
+            # Another process took the claim over (it looked abandoned): it settles the row.
+            log.warning("notifier.send.claim_lost notification_id=%s", row.id)
+            return
+        await self._settle(row, delivery)
 
-    async def _deliver(
-        self, message: OutgoingMessage
-    ) -> tuple[int, ProviderResult | None, ProviderError | None]:
+    async def _deliver(self, message: OutgoingMessage, claimed_at: dt.datetime) -> Delivery:
         provider = self._providers[message.channel]
         limit = self.rate_limits.get(message.channel)
         attempts = 0
+        started = False
+        last_error: ProviderError | None = None
         unanswered = False  # an earlier attempt may have been accepted without our hearing
         try:
             async for attempt in AsyncRetrying(
@@ -193,20 +220,54 @@ class Dispatcher:
                     if unanswered and (found := await self._already_sent(message)) is not None:
                         log.warning("notifier.send.recovered notification_id=%s channel=%s",
                                     message.notification_id, message.channel)
-                        return attempts, found, None
+                        return Delivery(attempts, result=found, started=started)
                     if limit is not None:
                         await limit.acquire()
+                    if not await self._start_send(message.notification_id, claimed_at):
+                        raise _SendRefused
+                    started = True
                     try:
-                        return attempts, await provider.send(message), None
+                        return Delivery(attempts, result=await provider.send(message),
+                                        started=True)
                     except ProviderError as error:
                         unanswered = unanswered or error.ambiguous
+                        last_error = error
                         raise
+        except _SendRefused:
+            log.info("notifier.send.refused notification_id=%s", message.notification_id)
+            # The refused attempt made no provider call.
+            return Delivery(attempts - 1, error=last_error, started=started, refused=True)
         except ProviderError as failure:
-            return attempts, None, failure
+            return Delivery(attempts, error=failure, started=started)
         except Exception as failure:
             log.exception("notifier.send.crashed notification_id=%s", message.notification_id)
-            return attempts, None, ProviderError(type(failure).__name__, retryable=False)
+            return Delivery(attempts, error=ProviderError(type(failure).__name__,
+                                                          retryable=False), started=started)
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _start_send(self, notification_id: str, claimed_at: dt.datetime) -> bool:
+        """The guard: mark the provider call as started unless a cancellation was recorded or
+        the claim is no longer this one. A cancellation recorded after this commit finds the
+        send started and lets it settle as the provider says."""
+        async with self._engine.begin() as conn:
+            marked = await conn.execute(
+                update(notifications)
+                .where(notifications.c.id == notification_id,
+                       notifications.c.status == "sending",
+                       notifications.c.claimed_at == claimed_at,
+                       notifications.c.cancel_requested == false())
+                .values(send_started_at=self._clock.now()))
+        return bool(marked.rowcount)
+
+    async def _cancelled_under_our_claim(self, row: Row[Any]) -> bool:
+        """Why the guard refused (rare, so asked only then): a cancellation, or a lost claim."""
+        async with self._engine.connect() as conn:
+            now = (await conn.execute(
+                select(notifications.c.status, notifications.c.claimed_at,
+                       notifications.c.cancel_requested)
+                .where(notifications.c.id == row.id))).first()
+        return (now is not None and now.status == "sending"
+                and now.claimed_at == row.claimed_at and bool(now.cancel_requested))
 
     async def _already_sent(self, message: OutgoingMessage) -> ProviderResult | None:
         try:
@@ -216,24 +277,16 @@ class Dispatcher:
                         message.notification_id)
             return None
 
-    async def _settle(self, row: Row[Any], attempts: int, result: ProviderResult | None,
-                      error: ProviderError | None) -> None:
+    async def _settle(self, row: Row[Any], delivery: Delivery) -> None:
         now = self._clock.now()
-        values: dict[str, Any]
-        if result is not None:
-            values = {"status": "sent", "provider_id": result.provider_id, "error": None,
-                      "sent_at": now}
-            log.info("notifier.send.sent notification_id=%s channel=%s rule=%s", row.id,
-                     row.channel, row.rule)
-        else:
-            assert error is not None
-            unsubscribed = error.code == optout.UNSUBSCRIBED_CODE and row.channel == "sms"
-            values = {"status": "suppressed" if unsubscribed else "failed",
-                      "error": f"{error.code or ''} {error}".strip()}
-            if attempts:
-                self._metrics.provider_errors.labels(row.channel, error.code or "none").inc()
-            log.warning("notifier.send.%s notification_id=%s channel=%s code=%s",
-                        values["status"], row.id, row.channel, error.code)
+        values = self._outcome(row, delivery, now)
+        if not delivery.refused and (delivery.started or delivery.result is not None):
+            # A cancellation recorded after the send started: the record says it went anyway.
+            values["note"] = case(
+                (notifications.c.cancel_requested,
+                 literal(SENT_ANYWAY) + notifications.c.note),
+                else_=notifications.c.note)
+        attempts = delivery.attempts
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(notifications).where(notifications.c.id == row.id)
@@ -254,6 +307,28 @@ class Dispatcher:
         async with self._progress:
             self.settled += 1
             self._progress.notify_all()
+
+    def _outcome(self, row: Row[Any], delivery: Delivery, now: dt.datetime) -> dict[str, Any]:
+        """The settled row's status and what goes with it."""
+        if delivery.result is not None:
+            log.info("notifier.send.sent notification_id=%s channel=%s rule=%s", row.id,
+                     row.channel, row.rule)
+            return {"status": "sent", "provider_id": delivery.result.provider_id, "error": None,
+                    "sent_at": now}
+        error = delivery.error
+        if delivery.refused:
+            log.info("notifier.send.cancelled notification_id=%s channel=%s", row.id,
+                     row.channel)
+            return {"status": "cancelled",
+                    "error": f"{error.code or ''} {error}".strip() if error else None}
+        assert error is not None
+        unsubscribed = error.code == optout.UNSUBSCRIBED_CODE and row.channel == "sms"
+        status = "suppressed" if unsubscribed else "failed"
+        if delivery.attempts:
+            self._metrics.provider_errors.labels(row.channel, error.code or "none").inc()
+        log.warning("notifier.send.%s notification_id=%s channel=%s code=%s", status, row.id,
+                    row.channel, error.code)
+        return {"status": status, "error": f"{error.code or ''} {error}".strip()}
 
     async def run(self, poll_seconds: float) -> None:
         while True:

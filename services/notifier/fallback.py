@@ -1,26 +1,30 @@
 """rules.md §4 "Contact order": a request's family is tried one contact at a time, in priority
-order, until one is reached; when none can be, the `unreachable` recipients are told, once.
+order, until one is reached; when none can be, the `unreachable` recipients are told, once,
+and triage is told too (`FamilyUnreachable`, through the transactional outbox, in the same
+transaction as the chain's move): it records the decision and gives the officer a task.
 
 The chain's state lives in `contact_requests` (state, position, check_at), so it survives a
 restart; time comes from the injected clock, never from sleeping. Every step is a conditional
-update on (state, position), so two replicas advancing the same chain cannot both move it."""
+update on (state, position), so two replicas advancing the same chain cannot both move it. A
+cancelled chain (notifier.cancellation) is never moved again."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from broker_messages.contact import ContactRequest
+from broker_messages.contact import ContactRequest, FamilyUnreachable
+from broker_messages.topology import FAMILY_UNREACHABLE_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert, supports_skip_locked
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifier.compose import notification_rows
-from notifier.models import contact_requests, notifications
+from notifier.models import contact_requests, notifications, outbox
 from notifier.templates import TemplateLibrary
 
 log = logging.getLogger(__name__)
@@ -66,11 +70,13 @@ def contact_outcome(states: Iterable[ChannelState], now: dt.datetime,
 
 class FamilyChase:
     def __init__(self, engine: AsyncEngine, clock: Clock, templates: TemplateLibrary,
-                 wait: dt.timedelta) -> None:
+                 wait: dt.timedelta, on_published: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
         self._clock = clock
         self._templates = templates
         self._wait = wait
+        # Called after a commit that put an event in the outbox (to wake its relay).
+        self._on_published = on_published
 
     async def run_due(self) -> int:
         """Look again at every chain whose check time has come; returns rows created."""
@@ -87,6 +93,13 @@ class FamilyChase:
 
     async def advance(self, request_id: str) -> int:
         """Move one chain on if its current contact is done; returns notification rows created."""
+        created, announced = await self._advance(request_id)
+        if announced:
+            self._on_published()
+        return created
+
+    async def _advance(self, request_id: str) -> tuple[int, bool]:
+        """As `advance`; also says whether triage was told the family is unreachable."""
         now = self._clock.now()
         async with self._engine.begin() as conn:
             query = select(contact_requests).where(contact_requests.c.request_id == request_id)
@@ -94,7 +107,7 @@ class FamilyChase:
                 query = query.with_for_update()
             chain = (await conn.execute(query)).first()
             if chain is None or chain.state != "chasing":
-                return 0
+                return 0, False
             rows = (await conn.execute(
                 select(notifications.c.channel, notifications.c.status, notifications.c.sent_at,
                        notifications.c.family_index)
@@ -104,7 +117,7 @@ class FamilyChase:
             if any(reached(row.channel, row.status) for row in rows):
                 await self._move(conn, chain, now, state="reached")
                 log.info("notifier.family.reached request_id=%s", request_id)
-                return 0
+                return 0, False
             outcome, recheck = contact_outcome(
                 (ChannelState(r.channel, r.status, r.sent_at) for r in rows
                  if r.family_index == chain.position), now, self._wait)
@@ -112,19 +125,20 @@ class FamilyChase:
                 await conn.execute(update(contact_requests)
                                    .where(contact_requests.c.request_id == request_id)
                                    .values(check_at=recheck, updated_at=now))
-                return 0
+                return 0, False
             request = ContactRequest.model_validate_json(chain.payload)
             position = chain.position + 1
             if position < len(request.family):
                 if not await self._move(conn, chain, now, position=position):
-                    return 0
+                    return 0, False
                 new_rows = notification_rows(self._templates, request, request.family[position],
                                              kind="family", family_index=position, now=now)
                 log.info("notifier.family.fallback request_id=%s contact_ref=%s", request_id,
                          request.family[position].ref)
             else:
                 if not await self._move(conn, chain, now, state="unreachable"):
-                    return 0
+                    return 0, False
+                await _announce_unreachable(conn, request, now)
                 new_rows = [row for recipient in request.unreachable
                             for row in notification_rows(self._templates, request, recipient,
                                                          kind="unreachable", now=now)]
@@ -133,7 +147,7 @@ class FamilyChase:
             if new_rows:
                 await conn.execute(dialect_insert(self._engine)(notifications)
                                    .values(new_rows).on_conflict_do_nothing())
-            return len(new_rows)
+            return len(new_rows), position >= len(request.family)
 
     async def _move(self, conn: AsyncConnection, chain: Any, now: dt.datetime, *,
                     state: str = "chasing", position: int | None = None) -> bool:
@@ -146,6 +160,19 @@ class FamilyChase:
                     check_at=None, updated_at=now)
         )
         return bool(result.rowcount)
+
+
+async def _announce_unreachable(conn: AsyncConnection, request: ContactRequest,
+                                now: dt.datetime) -> None:
+    """Triage decides what follows (with or without `unreachable` recipients to alert here)."""
+    event = FamilyUnreachable(
+        request_id=request.request_id, rule=request.rule, school_urn=request.school.urn,
+        pupil_ids=tuple(p.pupil_id for p in request.pupils), date=request.date,
+        episode_start=request.episode_start, contacts_tried=len(request.family),
+        detected_at=now)
+    await conn.execute(outbox.insert().values(
+        message_id=request.request_id, routing_key=FAMILY_UNREACHABLE_ROUTING_KEY,
+        body=event.model_dump_json(by_alias=True).encode(), created_at=now))
 
 
 async def mark_for_check(conn: AsyncConnection, request_id: str, now: dt.datetime) -> None:

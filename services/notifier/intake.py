@@ -3,7 +3,8 @@
 Professional `recipients` get their notifications at once; the request's `family` is a chain
 (notifier.fallback) that starts with the first contact. The unique keys (request_id, recipient,
 channel) and request_id make a redelivered or republished request a no-op: at-least-once in,
-exactly-once effect out."""
+exactly-once effect out. A request cancelled before it arrived (notifier.cancellation) is
+stored with every row `cancelled`: nothing of it is ever sent."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from broker_messages.contact import ContactRequest
 from jinja2 import TemplateError
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
-from sqlalchemy import Table
+from sqlalchemy import Row, Table, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from notifier.cancellation import cancelled_among, cancelled_note
 from notifier.compose import notification_rows
+from notifier.metrics import NotifierMetrics
 from notifier.models import contact_requests, family_contacts, notifications
 from notifier.templates import TemplateLibrary
 
@@ -27,10 +30,12 @@ _CHUNK = 400
 
 
 class Intake:
-    def __init__(self, engine: AsyncEngine, clock: Clock, templates: TemplateLibrary) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, templates: TemplateLibrary,
+                 metrics: NotifierMetrics) -> None:
         self._engine = engine
         self._clock = clock
         self._templates = templates
+        self._metrics = metrics
 
     async def accept(self, requests: list[ContactRequest]) -> list[str | None]:
         now = self._clock.now()
@@ -48,9 +53,19 @@ class Intake:
             chains.append(_chain(request, now))
             contacts.extend(_family_contacts(request, now))
         async with self._engine.begin() as conn:
+            # The chain rows first: a cancellation writes the same key (see its module).
             await _insert(conn, contact_requests, chains)
+            cancelled = await cancelled_among(conn, [chain["request_id"] for chain in chains])
+            if cancelled:
+                await _fill_tombstones(conn, chains, cancelled)
+                _cancel_rows(rows, cancelled)
             await _insert(conn, family_contacts, contacts)
             await _insert(conn, notifications, rows)
+        for row in rows:
+            # Counted once: when the request first arrives (a redelivery inserts nothing).
+            found = cancelled.get(row["request_id"])
+            if found is not None and found.tombstone:
+                self._metrics.notifications.labels(row["rule"], row["channel"], "cancelled").inc()
         return verdicts
 
     def _rows(self, request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
@@ -86,6 +101,26 @@ def _family_contacts(request: ContactRequest, now: dt.datetime) -> list[dict[str
          "episode_start": request.episode_start or request.date, "created_at": now}
         for contact in request.family if contact.phone
     ]
+
+
+def _cancel_rows(rows: list[dict[str, Any]], cancelled: dict[str, Row[Any]]) -> None:
+    for row in rows:
+        if (found := cancelled.get(row["request_id"])) is not None:
+            row.update(status="cancelled", note=cancelled_note(found.cancel_reason or ""))
+
+
+async def _fill_tombstones(conn: AsyncConnection, chains: list[dict[str, Any]],
+                           cancelled: dict[str, Row[Any]]) -> None:
+    """A cancellation that came first left an empty chain row: record what it cancelled."""
+    for chain in chains:
+        found = cancelled.get(chain["request_id"])
+        if found is not None and found.tombstone:
+            await conn.execute(
+                update(contact_requests)
+                .where(contact_requests.c.request_id == chain["request_id"],
+                       contact_requests.c.payload == "")
+                .values(rule=chain["rule"], payload=chain["payload"]))
+            log.info("notifier.request.arrived_cancelled request_id=%s", chain["request_id"])
 
 
 async def _insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:

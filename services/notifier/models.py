@@ -55,11 +55,20 @@ notifications = Table(
     Column("language", String(8), nullable=False, server_default="en"),
     # When the provider accepted it: the delivery-receipt wait runs from here.
     Column("sent_at", UtcDateTime, nullable=True),
+    # Set by a cancellation (ContactCancelled) while the row is claimed: the dispatcher's guard
+    # then refuses to start a send (notifier.cancellation).
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    # When the last provider call for this row was allowed to start (the guard's mark).
+    Column("send_started_at", UtcDateTime, nullable=True),
+    # For staff: why a row was cancelled, or that a cancellation came while it was being sent.
+    Column("note", Text, nullable=True),
     # The same request delivered twice creates nothing new: exactly-once effect.
     UniqueConstraint("request_id", "recipient_ref", "channel", name="uq_notification_request"),
     Index("ix_notifications_dispatch", "status", "due_at"),
     Index("ix_notifications_school", "school_urn", "created_at"),
     Index("ix_notifications_provider", "provider_id"),
+    # An inbound SMS is attributed to the schools that texted its number.
+    Index("ix_notifications_to", "to"),
 )
 
 # Every contact request as received: the fallback chain's state, and what replies match against.
@@ -70,7 +79,9 @@ contact_requests = Table(
     Column("school_urn", String(8), nullable=False),
     Column("rule", String(64), nullable=False),
     Column("payload", Text, nullable=False),
-    # chasing | reached | replied | unreachable | none (no family to chase)
+    # chasing | reached | replied | unreachable | none (no family to chase) | cancelled.
+    # A cancellation that arrives before its request leaves a `cancelled` row with an empty
+    # rule and payload (a tombstone), filled in when the request comes.
     Column("state", String(16), nullable=False),
     # The family contact now being tried (index into the request's `family`).
     Column("position", Integer, nullable=False, default=0),
@@ -78,6 +89,8 @@ contact_requests = Table(
     Column("check_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Why triage cancelled the request (state `cancelled`).
+    Column("cancel_reason", Text, nullable=True),
     Index("ix_contact_requests_check", "state", "check_at"),
 )
 
@@ -127,5 +140,15 @@ replies = Table(
     Index("ix_replies_school", "school_urn", "received_at"),
 )
 
-# The notifier's transactional outbox (ReplyReceived to triage); triage has its own `outbox`.
+# Every inbound SMS's MessageSid, once: a replayed webhook is recognised whatever it would match
+# now (a school may have texted the number since).
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("message_sid", String(64), primary_key=True),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+# The notifier's transactional outbox (ReplyReceived and FamilyUnreachable to triage); triage
+# has its own `outbox`.
 outbox = outbox_table(metadata, name="notifier_outbox")

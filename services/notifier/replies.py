@@ -1,10 +1,13 @@
-"""rules.md §4 "Replies": an inbound SMS is matched to the contact and their children's open
-episodes (from the contact requests stored here), stored, shown to staff and announced to triage
-(`ReplyReceived`, through the transactional outbox). It stops the fallback chain: the family has
-been heard. A reply from an unknown number is stored and flagged, never dropped. STOP/START
-keywords change the opt-out list instead (notifier.optout).
+"""rules.md §4 "Replies": an inbound SMS is attributed to the schools that texted (or called)
+that number about a request still open, most recent first, and to the children and episodes
+those messages were about. It is stored, shown to staff and announced to triage
+(`ReplyReceived`, through the transactional outbox), and it stops those requests' fallback
+chains: the family has been heard. A school that never texted the number (it is only a later
+contact in its chain) is not affected. A reply nobody's message explains is stored and flagged,
+never dropped. STOP/START keywords change the opt-out list instead (notifier.optout).
 
-Bodies and phone numbers are stored, never logged."""
+Each MessageSid is taken once (`inbound_messages`): a replayed webhook changes nothing, even if
+a school has texted the number since. Bodies and phone numbers are stored, never logged."""
 
 from __future__ import annotations
 
@@ -17,18 +20,30 @@ from broker_messages.contact import ReplyReceived
 from broker_messages.topology import REPLY_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifier import optout
-from notifier.models import contact_requests, family_contacts, notifications, outbox, replies
+from notifier.cancellation import cancelled_note
+from notifier.models import (
+    contact_requests,
+    family_contacts,
+    inbound_messages,
+    notifications,
+    outbox,
+    replies,
+)
+
+# A message that reached (or is reaching) the number: what a reply can be an answer to.
+_ANSWERABLE = ("sending", "sent", "delivered")
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _SchoolMatch:
-    contact_refs: set[str] = field(default_factory=set)
+    # The contact the school texted most recently at this number.
+    contact_ref: str | None = None
     pupil_ids: set[str] = field(default_factory=set)
     episodes: set[tuple[str, str]] = field(default_factory=set)
     request_ids: set[str] = field(default_factory=set)
@@ -43,11 +58,15 @@ class ReplyDesk:
         self._on_published = on_published
 
     async def receive(self, message_sid: str, from_phone: str, body: str) -> list[str]:
-        """Store one inbound SMS (idempotent on the MessageSid); returns the stored reply ids."""
+        """Store one inbound SMS (idempotent on the MessageSid); returns the stored reply ids,
+        the school texted most recently first."""
         now = self._clock.now()
         stored: list[str] = []
         announced = False
         async with self._engine.begin() as conn:
+            if not await _first_time(conn, message_sid, now):
+                log.info("notifier.reply.replayed message_sid=%s", message_sid)
+                return []
             matches = await self._match(conn, from_phone, now)
             kind = optout.keyword(body)
             if (kind == "opt_in"
@@ -57,20 +76,18 @@ class ReplyDesk:
             targets: dict[str | None, _SchoolMatch] = dict(matches) or {None: _SchoolMatch()}
             for school_urn, match in targets.items():
                 reply_id = f"{message_sid}:{school_urn or 'unmatched'}"[:120]
-                inserted = await conn.execute(
-                    dialect_insert(self._engine)(replies).values(
+                await conn.execute(
+                    replies.insert().values(
                         id=reply_id, message_sid=message_sid, school_urn=school_urn,
                         from_phone=from_phone, body=body, kind=kind or "reply",
                         matched=school_urn is not None,
-                        contact_ref=min(match.contact_refs) if match.contact_refs else None,
+                        contact_ref=match.contact_ref,
                         pupil_ids=sorted(match.pupil_ids),
                         episodes=[{"pupil_id": p, "episode_start": d}
                                   for p, d in sorted(match.episodes)],
                         received_at=now,
-                    ).on_conflict_do_nothing()
+                    )
                 )
-                if not inserted.rowcount:
-                    continue  # the same webhook again: everything below already happened
                 stored.append(reply_id)
                 if kind == "opt_out":
                     await optout.opt_out(conn, school_urn or optout.ANY_SCHOOL, from_phone,
@@ -88,15 +105,28 @@ class ReplyDesk:
 
     async def _match(self, conn: AsyncConnection, phone: str,
                      now: dt.datetime) -> dict[str | None, _SchoolMatch]:
+        """The schools whose family messages went to this number within the match window,
+        about requests not cancelled; the school texted most recently first."""
+        texted_at = func.coalesce(notifications.c.sent_at, notifications.c.created_at)
         rows = await conn.execute(
-            select(family_contacts)
-            .where(family_contacts.c.phone == phone,
-                   family_contacts.c.created_at >= now - self._match_window)
+            select(notifications.c.school_urn, notifications.c.request_id,
+                   notifications.c.recipient_ref, notifications.c.pupil_ids,
+                   family_contacts.c.episode_start)
+            .join(contact_requests,
+                  contact_requests.c.request_id == notifications.c.request_id)
+            .outerjoin(family_contacts,
+                       and_(family_contacts.c.request_id == notifications.c.request_id,
+                            family_contacts.c.contact_ref == notifications.c.recipient_ref))
+            .where(notifications.c.to == phone, notifications.c.kind == "family",
+                   notifications.c.channel.in_(("sms", "voice")),
+                   notifications.c.status.in_(_ANSWERABLE),
+                   contact_requests.c.state != "cancelled",
+                   texted_at >= now - self._match_window)
+            .order_by(texted_at.desc(), notifications.c.id)
         )
         matches: dict[str | None, _SchoolMatch] = {}
         for row in rows:
-            match = matches.setdefault(row.school_urn, _SchoolMatch())
-            match.contact_refs.add(row.contact_ref)
+            match = matches.setdefault(row.school_urn, _SchoolMatch(contact_ref=row.recipient_ref))
             match.pupil_ids.update(row.pupil_ids)
             match.request_ids.add(row.request_id)
             start = row.episode_start.isoformat() if row.episode_start else ""
@@ -106,9 +136,10 @@ class ReplyDesk:
     async def _announce(self, conn: AsyncConnection, reply_id: str, school_urn: str,
                         match: _SchoolMatch, now: dt.datetime) -> None:
         """Tell triage, and stop chasing this family: no further fallback, nothing held."""
+        assert match.contact_ref is not None  # a matched school texted a contact
         event = ReplyReceived(reply_id=reply_id, school_urn=school_urn,
                               pupil_ids=tuple(sorted(match.pupil_ids)),
-                              contact_ref=min(match.contact_refs), received_at=now)
+                              contact_ref=match.contact_ref, received_at=now)
         await conn.execute(outbox.insert().values(
             message_id=reply_id, routing_key=REPLY_ROUTING_KEY,
             body=event.model_dump_json(by_alias=True).encode(), created_at=now))
@@ -122,7 +153,17 @@ class ReplyDesk:
             update(notifications)
             .where(notifications.c.request_id.in_(requests), notifications.c.kind == "family",
                    notifications.c.status == "pending")
-            .values(status="cancelled", error="the family replied", updated_at=now))
+            .values(status="cancelled", error="the family replied",
+                    note=cancelled_note("the family replied"), updated_at=now))
+
+
+async def _first_time(conn: AsyncConnection, message_sid: str, now: dt.datetime) -> bool:
+    """Take the MessageSid; False when it was taken before (a replayed webhook). On PostgreSQL
+    a concurrent copy waits for this transaction and then finds it taken."""
+    taken = await conn.execute(
+        dialect_insert(conn.engine)(inbound_messages)
+        .values(message_sid=message_sid, received_at=now).on_conflict_do_nothing())
+    return bool(taken.rowcount)
 
 
 async def _opted_out_anywhere(conn: AsyncConnection, phone: str,

@@ -3,6 +3,9 @@
 `StrictUndefined` turns a missing variable into an error in a test rather than a blank in a
 parent's text; HTML email templates are autoescaped, so a name can never inject markup.
 Family messages get only what rules.md §4 allows: first name, date, school name and phone.
+A message that goes out later than the day it is about names the day, never "today": the
+context says whether it goes out on that day (`same_day`, from its due time in the school's
+time zone).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from broker_messages.contact import Channel, ContactRequest, Recipient
 from jinja2 import (
@@ -35,6 +39,21 @@ def _long_date(day: dt.date) -> str:
     return f"{day:%A} {day.day} {day:%B %Y}"
 
 
+def _day_and_date(day: dt.date) -> str:
+    """'Monday 16 November': how a message names a day that is not today."""
+    return f"{day:%A} {day.day} {day:%B}"
+
+
+_WELSH_DAYS = ("Llun", "Mawrth", "Mercher", "Iau", "Gwener", "Sadwrn", "Sul")
+_WELSH_MONTHS = ("Ionawr", "Chwefror", "Mawrth", "Ebrill", "Mai", "Mehefin", "Gorffennaf",
+                 "Awst", "Medi", "Hydref", "Tachwedd", "Rhagfyr")
+
+
+def _welsh_day_and_date(day: dt.date) -> str:
+    """'Llun 16 Tachwedd': templates put it after 'ddydd' ('on Monday 16 November')."""
+    return f"{_WELSH_DAYS[day.weekday()]} {day.day} {_WELSH_MONTHS[day.month - 1]}"
+
+
 def _names(pupils: list[dict[str, str]]) -> str:
     names = [p["given_name"] for p in pupils]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -54,6 +73,8 @@ class TemplateLibrary:
         )
         self._env.filters["long_date"] = _long_date
         self._env.filters["names"] = _names
+        self._env.filters["day_and_date"] = _day_and_date
+        self._env.filters["welsh_day_and_date"] = _welsh_day_and_date
 
     def _template(self, rule: str, channel: str, part: str, language: str) -> Any:
         for lang in dict.fromkeys([language, FALLBACK_LANGUAGE]):
@@ -74,12 +95,23 @@ class TemplateLibrary:
         return Rendered(body=part("txt"))
 
     def render_request(
-        self, request: ContactRequest, recipient: Recipient, channel: Channel
+        self, request: ContactRequest, recipient: Recipient, channel: Channel,
+        due: dt.datetime | None = None,
     ) -> Rendered:
-        return self.render(request.rule, channel, recipient.language, context_for(request, recipient))
+        """`due`: when the message is to go out (None: on the request's own day)."""
+        return self.render(request.rule, channel, recipient.language,
+                           context_for(request, recipient, due))
 
 
-def context_for(request: ContactRequest, recipient: Recipient) -> dict[str, Any]:
+def goes_out_on_the_day(request: ContactRequest, due: dt.datetime | None) -> bool:
+    """Whether a message due then goes out on the school day it is about (school-local)."""
+    if due is None:
+        return True
+    return due.astimezone(ZoneInfo(request.delivery.timezone)).date() == request.date
+
+
+def context_for(request: ContactRequest, recipient: Recipient,
+                due: dt.datetime | None = None) -> dict[str, Any]:
     """Only what a message may carry. Family recipients never see surnames of other children,
     codes, reasons or comments: those are not even in the context."""
     professional = recipient.role != "parent"
@@ -92,6 +124,7 @@ def context_for(request: ContactRequest, recipient: Recipient) -> dict[str, Any]
         "rule": request.rule,
         "school": {"name": request.school.name, "phone": request.school.phone or ""},
         "date": request.date,
+        "same_day": goes_out_on_the_day(request, due),
         "episode_start": request.episode_start,
         "pupils": pupils,
         "recipient": {"name": recipient.name, "role": recipient.role},
