@@ -7,7 +7,7 @@ import datetime as dt
 
 from tests.factories import LONDON, MONDAY, contact, mark, pupil, school
 from tests.scenarios import timeline
-from tests.stack import Stack
+from tests.stack import Stack, family_request, parent
 
 EARLY = {"first_day_contact": {"not_before": "07:30"}}
 
@@ -125,3 +125,18 @@ async def test_held_text_for_two_siblings_names_only_the_one_still_unexplained(
     stack.at(8, 30)
     await stack.dispatch_due()
     assert len(stack.twilio.messages) == 1, "Tom's family is texted once"
+
+
+async def test_sibling_cancellation_that_overtakes_its_request_still_lets_the_other_go(
+        stack: Stack) -> None:
+    """The cancellation for Sally reaches the notifier before the shared request: Tom's
+    family is still texted, about Tom only."""
+    request = family_request(stack.clock.now(), parent(1),
+                             pupils=(("P1", "Sally"), ("P2", "Tom")))
+    await stack.publish_cancel(request.request_id, pupil_ids=("P1",))
+    await stack.publish_requests(request)
+    await stack.requests_processed()
+    stack.at(9, 30)
+    await stack.dispatch_due()
+    [text] = await stack.twilio.wait_for_messages(1)
+    assert "Tom" in text["body"] and "Sally" not in text["body"]

@@ -284,10 +284,6 @@ EXPECTED_BINDINGS = sorted(
         (topology.REQUESTS_DEAD_EXCHANGE, topology.REQUESTS_DEAD_QUEUE,
          topology.REQUESTS_DEAD_QUEUE),
     ]
-    + [(topology.REQUESTS_EXCHANGE, topology.NOTIFIER_QUEUE, key)
-       for key in ("contact.request", "contact.cancel")]
-    + [(topology.NOTIFIER_EVENTS_EXCHANGE, topology.TRIAGE_REPLIES_QUEUE, key)
-       for key in ("reply.received", "family.unreachable")]
 )
 
 

@@ -98,7 +98,8 @@ class NotifierService:
         self.engine = make_engine(settings.database_url)
         self.templates = TemplateLibrary(settings.templates_dir)
         self.intake = Intake(self.engine, self.clock, self.templates, self.metrics)
-        self.cancellations = Cancellations(self.engine, self.clock, self.metrics)
+        self.cancellations = Cancellations(self.engine, self.clock, self.metrics,
+                                           self.templates)
         self.chase = FamilyChase(self.engine, self.clock, self.templates,
                                  dt.timedelta(seconds=settings.delivery_receipt_wait_seconds),
                                  on_published=self._outbox_written)

@@ -19,7 +19,7 @@ from servicekit.database import dialect_insert
 from sqlalchemy import Row, Table, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifier.cancellation import cancelled_among, cancelled_note
+from notifier.cancellation import cancelled_among, cancelled_note, without_pupils
 from notifier.compose import notification_rows
 from notifier.metrics import NotifierMetrics
 from notifier.models import contact_requests, family_contacts, notifications
@@ -43,6 +43,7 @@ class Intake:
         rows: list[dict[str, Any]] = []
         chains: list[dict[str, Any]] = []
         contacts: list[dict[str, Any]] = []
+        accepted: dict[str, ContactRequest] = {}
         for request in requests:
             try:
                 rows.extend(self._rows(request, now))
@@ -50,6 +51,7 @@ class Intake:
                 verdicts.append(f"cannot render {request.rule}: {type(error).__name__}: {error}")
                 continue
             verdicts.append(None)
+            accepted[request.request_id] = request
             chains.append(_chain(request, now))
             contacts.extend(_family_contacts(request, now))
         async with self._engine.begin() as conn:
@@ -57,6 +59,8 @@ class Intake:
             await _insert(conn, contact_requests, chains)
             cancelled = await cancelled_among(conn, [chain["request_id"] for chain in chains])
             if cancelled:
+                rows, contacts = await self._narrow_for_tombstones(conn, accepted, cancelled,
+                                                                   rows, contacts, now)
                 await _fill_tombstones(conn, chains, cancelled)
                 _cancel_rows(rows, cancelled)
             await _insert(conn, family_contacts, contacts)
@@ -67,6 +71,30 @@ class Intake:
             if found is not None and found.tombstone:
                 self._metrics.notifications.labels(row["rule"], row["channel"], "cancelled").inc()
         return verdicts
+
+    async def _narrow_for_tombstones(self, conn: AsyncConnection,
+                                     accepted: dict[str, ContactRequest],
+                                     cancelled: dict[str, Row[Any]], rows: list[dict[str, Any]],
+                                     contacts: list[dict[str, Any]], now: dt.datetime,
+                                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A cancellation that came first for some of a request's siblings: the request goes
+        ahead for the others, naming only them (it is no longer cancelled)."""
+        for request_id, found in list(cancelled.items()):
+            request = accepted.get(request_id)
+            if request is None or not found.tombstone:
+                continue
+            narrowed = without_pupils(request, set(found.cancelled_pupils or []))
+            if narrowed is None:
+                continue
+            del cancelled[request_id]
+            rows = [r for r in rows if r["request_id"] != request_id] + self._rows(narrowed, now)
+            contacts = [c for c in contacts if c["request_id"] != request_id] + (
+                _family_contacts(narrowed, now))
+            await conn.execute(
+                update(contact_requests).where(contact_requests.c.request_id == request_id)
+                .values(_chain(narrowed, now) | {"cancel_reason": None}))
+            log.info("notifier.request.arrived_narrowed request_id=%s", request_id)
+        return rows, contacts
 
     def _rows(self, request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
         rows = []

@@ -91,6 +91,9 @@ contact_requests = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     # Why triage cancelled the request (state `cancelled`).
     Column("cancel_reason", Text, nullable=True),
+    # The pupils cancelled so far: a sibling's re-code takes only that child out of a shared
+    # message (a tombstone keeps them for the request still to come).
+    Column("cancelled_pupils", JSON, nullable=True),
     Index("ix_contact_requests_check", "state", "check_at"),
 )
 

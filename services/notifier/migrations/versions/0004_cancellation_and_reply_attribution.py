@@ -34,6 +34,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('contact_requests', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cancel_reason', sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column('cancelled_pupils', sa.JSON(), nullable=True))
 
     op.create_table('inbound_messages',
     sa.Column('message_sid', sa.String(length=64), nullable=False),
@@ -49,6 +50,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('inbound_messages')
     with op.batch_alter_table('contact_requests', schema=None) as batch_op:
+        batch_op.drop_column('cancelled_pupils')
         batch_op.drop_column('cancel_reason')
 
     with op.batch_alter_table('notifications', schema=None) as batch_op:
