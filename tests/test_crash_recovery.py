@@ -102,8 +102,10 @@ async def _quiet(triage_url: str, notifier_url: str) -> bool:
         finally:
             await engine.dispose()
 
+    # Only this morning's: an N's re-code check waits five school days, by design.
     pending_actions = await count(
-        triage_url, "SELECT count(*) FROM scheduled_actions WHERE status = 'pending'")
+        triage_url, "SELECT count(*) FROM scheduled_actions WHERE status = 'pending' "
+                    "AND due_at < '2026-11-24T00:00:00+00:00'")
     outbox = await count(triage_url, "SELECT count(*) FROM outbox")
     unsent = await count(
         notifier_url, "SELECT count(*) FROM notifications WHERE status IN ('pending','sending')")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from broker_messages.contact import Channel, ContactRequest, Recipient
 
@@ -64,9 +65,17 @@ def notification_rows(
             "kind": kind,
             "family_index": family_index,
             "language": recipient.language,
-            "note": None,
+            "note": _held_note(due, now, request),
         })
     return rows
+
+
+def _held_note(due: dt.datetime, now: dt.datetime, request: ContactRequest) -> str | None:
+    """Staff see why a message waits: quiet hours, or a day that is not a school day."""
+    if due <= now:
+        return None
+    local = due.astimezone(ZoneInfo(request.delivery.timezone))
+    return f"held for quiet hours or a non-school day until {local:%a %d %b %H:%M}"
 
 
 def render_unreachable(templates: TemplateLibrary, request: ContactRequest, recipient: Recipient,
