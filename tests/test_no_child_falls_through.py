@@ -160,10 +160,10 @@ async def test_n_still_standing_five_school_days_later_is_flagged_to_the_officer
 
     stack.at(9, 29, day=dt.date(2026, 11, 30))  # five school days after Monday 23rd
     await stack.run_due()
-    assert [t for t in await tasks(stack) if t["kind"] == "unexplained_not_recoded"] == []
+    assert await tasks(stack, "unexplained_not_recoded") == []
     stack.at(9, 30, day=dt.date(2026, 11, 30))
     await stack.run_due()
-    flagged = [t for t in await tasks(stack) if t["kind"] == "unexplained_not_recoded"]
+    flagged = await tasks(stack, "unexplained_not_recoded")
     assert [(t["pupil_id"], t["episode_start"]) for t in flagged] == [("P1", "2026-11-23")]
     [email] = await emails_about(stack, "register still shows N", 1)
     assert email["To"] == "attendance@millbrook.example"

@@ -17,19 +17,14 @@ FRIDAY = dt.date(2026, 11, 27)
 MONDAY_AFTER = dt.date(2026, 11, 30)
 
 
-async def home_visits(stack: Stack) -> list[dict[str, object]]:
-    """Home-visit tasks only: a text no handset receipted (the stub sends none unless told)
-    also puts a `family_unreachable` task on the list, days later."""
-    return [t for t in await tasks(stack) if t["kind"] == "home_visit"]
-
-
 async def test_day3_falls_on_the_monday_after_a_thursday_friday_absence(stack: Stack) -> None:
     await stack.put_school(school([pupil("P1", contacts=[contact(1, email=None)])]))
     await absent(stack, "P1", THURSDAY)
     await absent(stack, "P1", FRIDAY)
-    assert await tasks(stack) == [], "the weekend is not a school day: Friday is day 2"
+    assert await tasks(stack, "home_visit") == [], (
+        "the weekend is not a school day: Friday is day 2")
     await absent(stack, "P1", MONDAY_AFTER)
-    [task] = await tasks(stack)
+    [task] = await tasks(stack, "home_visit")
     assert task["kind"] == "home_visit" and task["status"] == "open"
     assert task["episode_start"] == THURSDAY.isoformat() and task["pupil_id"] == "P1"
     emails = await emails_about(stack, "home visit", 2)
@@ -44,9 +39,9 @@ async def test_a_friday_inset_closure_does_not_count_as_a_day_of_absence(stack: 
     stack.at(8, 0, day=dt.date(2026, 11, 19))
     await absent(stack, "P1", dt.date(2026, 11, 19))
     await absent(stack, "P1", dt.date(2026, 11, 23))
-    assert await tasks(stack) == []
+    assert await tasks(stack, "home_visit") == []
     await absent(stack, "P1", dt.date(2026, 11, 24))
-    [task] = await tasks(stack)
+    [task] = await tasks(stack, "home_visit")
     assert task["episode_start"] == "2026-11-19"
 
 
@@ -60,7 +55,7 @@ async def test_pupil_recoded_to_illness_on_day_2_gets_no_home_visit(stack: Stack
         2026, 11, 27, 14, 0, tzinfo=LONDON)))
     await stack.processed()
     await absent(stack, "P1", MONDAY_AFTER)
-    assert await tasks(stack) == []
+    assert await tasks(stack, "home_visit") == []
 
 
 async def test_recoding_after_day3_was_scheduled_cancels_it_with_the_reason(stack: Stack) -> None:
@@ -76,7 +71,7 @@ async def test_recoding_after_day3_was_scheduled_cancels_it_with_the_reason(stac
     await stack.processed()
     stack.at(9, 30, day=MONDAY_AFTER)
     await stack.run_due()
-    assert await home_visits(stack) == []
+    assert await tasks(stack, "home_visit") == []
     day3 = [d for d in (await timeline(stack, "P1"))["decisions"] if d["rule"] == "day3_home_visit"]
     assert [d["outcome"] for d in day3] == ["scheduled", "cancelled"]
     assert "re-coded" in day3[-1]["reason"]
@@ -91,7 +86,7 @@ async def test_parent_who_replied_before_day_3_gets_no_home_visit(stack: Stack) 
         contact_ref="P1/contact/1", received_at=stack.clock.now()))
     await absent(stack, "P1", FRIDAY)
     await absent(stack, "P1", MONDAY_AFTER)
-    assert await home_visits(stack) == []
+    assert await tasks(stack, "home_visit") == []
     history = await timeline(stack, "P1")
     assert [r["reply_id"] for r in history["replies"]] == ["SM-reply-1"]
     day3 = [d for d in history["decisions"] if d["rule"] == "day3_home_visit"]
@@ -111,7 +106,7 @@ async def test_reply_cancels_a_pending_home_visit(stack: Stack) -> None:
         contact_ref="P1/contact/1", received_at=stack.clock.now()))
     stack.at(9, 30, day=MONDAY_AFTER)
     await stack.run_due()
-    assert await tasks(stack) == []
+    assert await tasks(stack, "home_visit") == []
 
 
 async def test_ten_school_days_of_unauthorised_absence_are_returned_to_the_la_once(
