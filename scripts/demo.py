@@ -69,8 +69,10 @@ def sample_school(day: dt.date) -> dict[str, object]:
     return {
         "urn": URN, "name": "Demo Primary School", "timezone": "Europe/London",
         "phone": "+441632960000",
+        # One term over the whole year: the demo runs in the holidays too (marks on a day
+        # that is not a school day are refused).
         "calendar": {"terms": [{"start": year_start.isoformat(),
-                                "end": (year_start + dt.timedelta(days=330)).isoformat()}],
+                                "end": (year_start + dt.timedelta(days=364)).isoformat()}],
                      "closures": []},
         "staff": [{"role": "attendance_officer", "name": "Attendance Officer",
                    "email": "attendance@demo.example"}],

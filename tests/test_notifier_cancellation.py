@@ -178,7 +178,8 @@ async def test_next_contact_due_after_an_undelivered_text_is_never_texted(stack:
     assert (await stack.status_callback(first["sid"], "undelivered")).status_code == 204
     # The second contact is due, held to the morning by quiet hours.
     assert _by_phone(await stack.notifications()) == {
-        FIRST: ("undelivered", None), SECOND: ("pending", None)}
+        FIRST: ("undelivered", None),
+        SECOND: ("pending", "held for quiet hours or a non-school day until Tue 24 Nov 08:00")}
 
     stack.at(20, 6)
     await stack.publish_cancel(request, reason=REASON)
