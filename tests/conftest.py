@@ -124,7 +124,7 @@ async def stack(
         yield running
 
 
-# Privacy: logs carry ids, never phone numbers, email addresses or names (rules.md §4).
+# Privacy: logs carry ids, never phone numbers, email addresses or names (docs/rules.md "Contacting people").
 _PHONE = re.compile(r"\+\d{10,15}")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _FIXTURE_NAMES = re.compile(

@@ -64,7 +64,7 @@ def family_request(clock_now: dt.datetime, *family: Recipient,
                    unreachable: tuple[Recipient, ...] = (OFFICER,),
                    recipients: tuple[Recipient, ...] = (), safeguarding: bool = False,
                    school_days: tuple[dt.date, ...] | None = None) -> ContactRequest:
-    """A contact request whose `family` is chased in order (rules.md §4)."""
+    """A contact request whose `family` is chased in order (docs/rules.md "Contacting people")."""
     days = school_days if school_days is not None else tuple(
         MONDAY + dt.timedelta(days=n) for n in range(15)
         if (MONDAY + dt.timedelta(days=n)).weekday() < 5)
@@ -156,7 +156,7 @@ class Stack:
             self._published += 1
 
     async def post_events(self, body: Any) -> httpx.Response:
-        """HTTP ingest (contract §2); the events it accepts count towards `processed()`."""
+        """HTTP ingest (docs/contract.md §2); the events it accepts count towards `processed()`."""
         response = await self.triage_api.post("/api/v1/events", json=body)
         if response.status_code in (202, 422):
             self._published += len(response.json().get("accepted", []))

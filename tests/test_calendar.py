@@ -1,4 +1,4 @@
-"""The school calendar and absence episodes (rules.md §3 "Episodes", contract §3)."""
+"""The school calendar and absence episodes (docs/rules.md "Episodes", docs/contract.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""rules.md §3 `first_day_contact`, end to end: register marks on RabbitMQ become a parent's
+"""docs/rules.md "The rules" `first_day_contact`, end to end: register marks on RabbitMQ become a parent's
 text (through the real twilio client, to the loopback stub) and email (to the SMTP sink)."""
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ async def test_stale_marks_from_an_old_register_import_text_nobody(stack: Stack)
 
 
 async def test_no_contact_parent_is_skipped_for_the_next_in_priority(stack: Stack) -> None:
-    """rules.md §4: a contact with no_contact (e.g. a court order) is never contacted."""
+    """docs/rules.md "Contacting people": a contact with no_contact (e.g. a court order) is never contacted."""
     await stack.put_school(school([pupil("P1", contacts=[
         contact(1, phone="+447700900001", email=None, no_contact=True),
         contact(2, phone="+447700900002", email=None),

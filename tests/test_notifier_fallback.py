@@ -1,4 +1,4 @@
-"""rules.md §4 "Contact order": the family is tried in priority order until one contact is
+"""docs/rules.md "Contact order": the family is tried in priority order until one contact is
 reached; when nobody can be, the attendance officer is told, once. Through the real broker, the
 real twilio client against the loopback stub, and the SMTP sink; time only moves when told."""
 

@@ -1,6 +1,6 @@
 """The notifier's exactly-once effect over at-least-once delivery: a republished request, a
 provider that fails and recovers, a permanent refusal, and Twilio's status callbacks
-(contract §4, §5)."""
+(docs/contract.md §4, §5)."""
 
 from __future__ import annotations
 

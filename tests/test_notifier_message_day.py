@@ -1,4 +1,4 @@
-"""rules.md §4: a message that goes out later than the day it is about names the day ("on
+"""docs/rules.md "Contacting people": a message that goes out later than the day it is about names the day ("on
 Monday 23 November"), never "today". The message is rendered when it is stored, knowing when it
 is due (a text held by quiet hours goes out the next school morning)."""
 

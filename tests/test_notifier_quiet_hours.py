@@ -1,4 +1,4 @@
-"""rules.md §4 "Quiet hours": family texts and calls due inside quiet hours or on a non-school
+"""docs/rules.md "Quiet hours": family texts and calls due inside quiet hours or on a non-school
 day are held until the next school day's end of quiet hours; email and professional
 safeguarding alerts are not held."""
 

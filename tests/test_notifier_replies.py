@@ -1,4 +1,4 @@
-"""rules.md §4 "Replies" and "Opt-out": a parent's text back is attached to their children's
+"""docs/rules.md "Replies" and "Opt-out": a parent's text back is attached to their children's
 open episodes, shown to staff and announced to triage; STOP and START change who is texted."""
 
 from __future__ import annotations

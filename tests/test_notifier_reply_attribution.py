@@ -1,4 +1,4 @@
-"""rules.md §4 "Replies": a parent's text back is attributed only to the schools that texted
+"""docs/rules.md "Replies": a parent's text back is attributed only to the schools that texted
 that number about a request still open, most recent first. A school that has the number only
 as a later contact of its chain, never texted, is not affected: it hears nothing, and its chain
 goes on. A MessageSid is taken once: replayed later, it changes nothing."""

@@ -1,4 +1,4 @@
-"""rules.md §4 "Contact order": when nobody in a family can be reached, triage is told
+"""docs/rules.md "Contact order": when nobody in a family can be reached, triage is told
 (`FamilyUnreachable` on `family.unreachable`, through the notifier's transactional outbox),
 exactly once, whether or not there is an attendance officer to alert, and however many
 replicas advance the chain."""

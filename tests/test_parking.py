@@ -9,7 +9,7 @@ from triage.models import decisions, marks, parked_events, pupils, scheduled_act
 from tests.factories import contact, mark, pupil, removal, school
 from tests.stack import Stack
 
-FIRST_DAY_CONTACT = "first_day_contact"  # the rule's id in rules.md §3
+FIRST_DAY_CONTACT = "first_day_contact"  # the rule's id in docs/rules.md "The rules"
 
 
 async def _actions(stack: Stack) -> dict[str, tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""rules.md §2 rates: the incremental counters always equal a recount from scratch, for any
+"""docs/rules.md "Rates" rates: the incremental counters always equal a recount from scratch, for any
 sequence of marks and amendments in any arrival order (property-based)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""rules.md §3 `day3_home_visit` and `continuous_absence_10_days`, and §4 "Replies", through
+"""docs/rules.md "The rules" `day3_home_visit` and `continuous_absence_10_days`, and §4 "Replies", through
 the real broker: marks on RabbitMQ, the scheduler on a frozen clock, messages at the stubs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""rules.md §4 "Siblings" and §3 `attendance_update`, through the real broker."""
+"""docs/rules.md "Siblings" and §3 `attendance_update`, through the real broker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""rules.md §3 `social_worker_unexplained`, `looked_after_unexplained`, `register_removal`,
+"""docs/rules.md "The rules" `social_worker_unexplained`, `looked_after_unexplained`, `register_removal`,
 `ehcp_absence_15_days`, through the real broker."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""rules.md §3 crossings with hysteresis (`la_referral`, `attendance_stage1`,
+"""docs/rules.md "The rules" crossings with hysteresis (`la_referral`, `attendance_stage1`,
 `persistent_absence`, `severe_absence`) and `penalty_notice_threshold`, through the broker."""
 
 from __future__ import annotations

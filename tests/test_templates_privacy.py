@@ -1,4 +1,4 @@
-"""rules.md §4 data minimisation: every family-facing template of every rule, in every
+"""docs/rules.md "Contacting people" data minimisation: every family-facing template of every rule, in every
 language and channel, carries the child's first name, the school and how to reply — never a
 register code, a reason, a health detail or the office comment. Professional templates render
 for every rule (StrictUndefined: a missing variable fails here, not in a message)."""

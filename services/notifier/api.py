@@ -1,4 +1,4 @@
-"""The notifier's HTTP API: the notification log (contract §4), replies for staff and template
+"""The notifier's HTTP API: the notification log (docs/contract.md §4), replies for staff and template
 previews. Twilio's webhooks are in notifier.webhooks."""
 
 from __future__ import annotations

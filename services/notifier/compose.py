@@ -1,5 +1,5 @@
 """Composing stored notifications for one recipient of a contact request: rendered, addressed
-and given a due time (held past quiet hours when rules.md §4 says so)."""
+and given a due time (held past quiet hours when docs/rules.md "Contacting people" says so)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ UNREACHABLE_RULE = "family_unreachable"
 
 
 def is_held_by_quiet_hours(request: ContactRequest, recipient: Recipient, channel: Channel) -> bool:
-    """rules.md §4: no SMS or call inside quiet hours or on non-school days, unless the rule is a
+    """docs/rules.md "Contacting people": no SMS or call inside quiet hours or on non-school days, unless the rule is a
     safeguarding alert to professionals. Email waits for nobody."""
     if channel == "email":
         return False

@@ -1,4 +1,4 @@
-"""rules.md §4 "Contact order": a request's family is tried one contact at a time, in priority
+"""docs/rules.md "Contact order": a request's family is tried one contact at a time, in priority
 order, until one is reached; when none can be, the `unreachable` recipients are told, once,
 and triage is told too (`FamilyUnreachable`, through the transactional outbox, in the same
 transaction as the chain's move): it records the decision and gives the officer a task.

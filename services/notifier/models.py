@@ -113,7 +113,7 @@ family_contacts = Table(
     Index("ix_family_contacts_phone", "phone", "created_at"),
 )
 
-# rules.md §4 "Opt-out": numbers that replied STOP (or Twilio answered 21610), per school.
+# docs/rules.md "Opt-out": numbers that replied STOP (or Twilio answered 21610), per school.
 opt_outs = Table(
     "opt_outs",
     metadata,

@@ -1,4 +1,4 @@
-"""rules.md §4 "Opt-out": a number that replied STOP (or that Twilio refuses with 21610) is not
+"""docs/rules.md "Opt-out": a number that replied STOP (or that Twilio refuses with 21610) is not
 texted again by that school until it replies START. Calls and email are not affected: they are
 the fallbacks the rules name."""
 

@@ -1,4 +1,4 @@
-"""rules.md §4 "Quiet hours": when a family SMS or call may go out. Pure: no clock, no I/O.
+"""docs/rules.md "Quiet hours": when a family SMS or call may go out. Pure: no clock, no I/O.
 
 A message due inside quiet hours or on a day that is not a school day is held until the next
 opening: the next school day's end of quiet hours."""

@@ -1,4 +1,4 @@
-"""rules.md §4 "Replies": an inbound SMS is attributed to the schools that texted (or called)
+"""docs/rules.md "Replies": an inbound SMS is attributed to the schools that texted (or called)
 that number about a request still open, most recent first, and to the children and episodes
 those messages were about. It is stored, shown to staff and announced to triage
 (`ReplyReceived`, through the transactional outbox), and it stops those requests' fallback

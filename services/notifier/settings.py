@@ -58,7 +58,7 @@ class NotifierSettings(BaseSettings):
         return (self.send_attempts * self.provider_timeout_seconds
                 + retries * (self.retry_max_seconds + self.retry_initial_seconds) + 5.0)
     dispatch_poll_seconds: float = Field(1.0, gt=0, validation_alias="NOTIFIER_DISPATCH_POLL_SECONDS")
-    # rules.md §4 "Contact order": how long a family SMS or call may stay `sent` with no
+    # docs/rules.md "Contact order": how long a family SMS or call may stay `sent` with no
     # delivery receipt before the next contact is tried.
     delivery_receipt_wait_seconds: float = Field(
         900.0, ge=0, validation_alias="NOTIFIER_DELIVERY_RECEIPT_WAIT_SECONDS"

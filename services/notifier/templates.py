@@ -2,7 +2,7 @@
 
 `StrictUndefined` turns a missing variable into an error in a test rather than a blank in a
 parent's text; HTML email templates are autoescaped, so a name can never inject markup.
-Family messages get only what rules.md §4 allows: first name, date, school name and phone.
+Family messages get only what docs/rules.md "Contacting people" allows: first name, date, school name and phone.
 A message that goes out later than the day it is about names the day, never "today": the
 context says whether it goes out on that day (`same_day`, from its due time in the school's
 time zone).

@@ -1,4 +1,4 @@
-"""Twilio webhooks (contract §5): delivery status callbacks and inbound SMS.
+"""Twilio webhooks (docs/contract.md §5): delivery status callbacks and inbound SMS.
 
 Both validate X-Twilio-Signature against PUBLIC_BASE_URL + path with the twilio library's
 RequestValidator; an invalid or missing signature gets 403 and changes nothing."""

@@ -1,4 +1,4 @@
-"""The one table that says which provider errors are worth retrying (rules.md §4, issue #4):
+"""The one table that says which provider errors are worth retrying (docs/rules.md "Contacting people", issue #4):
 rate limits, server errors, time-outs and dropped connections are transient; an invalid
 number, an unsubscribed number, a landline for SMS or a permanent SMTP refusal are not."""
 
