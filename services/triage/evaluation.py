@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from triage import counters, history
 from triage import decisions as decision_store
 from triage.rates import school_year_start
-from triage.rules import episodes, first_day, penalty, registers, statutory, thresholds
+from triage.rules import episodes, first_day, penalty, statutory, thresholds
 from triage.rules.decisions import PENALTY_NOTICE_THRESHOLD
 from triage.schools import SchoolContext
 
@@ -111,11 +111,6 @@ class Evaluator:
                     previous_day_absent=previous is not None,
                     calendar=calendar, policy=policy, now=self._now, tz=tz,
                 ), context.urn, pupil_id, day)
-                for decision in registers.unexplained_not_recoded(
-                    school_urn=context.urn, pupil_id=pupil_id, day=day, codes=codes,
-                    calendar=calendar, policy=policy, now=self._now, tz=tz,
-                ):
-                    self._place(decision, context.urn, pupil_id, day)
                 for decision in statutory.unexplained_absence_alerts(
                     school_urn=context.urn, pupil_id=pupil_id, record=record, day=day,
                     codes=codes, calendar=calendar, policy=policy, now=self._now, tz=tz,
