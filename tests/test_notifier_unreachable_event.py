@@ -59,6 +59,12 @@ class Announcements:
                 self.received.append(FamilyUnreachable.model_validate_json(message.body))
             self._arrived.notify_all()
 
+    async def covering(self, request_ids: set[str], timeout: float = 10.0) -> None:
+        """Wait until an event has arrived for each of these requests."""
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(
+                lambda: request_ids <= {e.request_id for e in self.received})
+
     async def all_of(self, relays: list[OutboxRelay | None]) -> list[FamilyUnreachable]:
         """Everything announced, once every relay has published all it holds: a marker sent
         after their confirmed publishes arrives after all of them (one queue, in order)."""
@@ -158,6 +164,9 @@ async def test_two_replicas_advancing_the_same_chain_announce_it_once(
             await asyncio.gather(*(chase.run_due() for chase in chases),
                                  *(chase.advance(r.request_id) for r in requests
                                    for chase in chases))
+            # Every chain's event first (two relays on one outbox may deliver in any order),
+            # then the end marker, after which a second decision would have shown up too.
+            await announcements.covering({r.request_id for r in requests})
             events = await announcements.all_of([stack.notifier.relay, other.relay])
         finally:
             await other.stop()
