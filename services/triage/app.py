@@ -59,8 +59,13 @@ class TriageService:
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         queue, dead = await topology.declare_events(channel)
         await topology.declare_requests(channel)
-        reply_queue, _ = await topology.declare_replies(channel)
-        reply_dead = await channel.get_exchange(topology.REQUESTS_DEAD_EXCHANGE)
+        # The reply consumer gets a channel of its own: delivery tags are per channel, and each
+        # consumer acks up to its highest tag (`multiple`), which on a shared channel would ack
+        # the other's messages and then close the channel on an unknown tag.
+        reply_channel = await broker.confirmed_channel(self.connection)
+        await reply_channel.set_qos(prefetch_count=self.settings.prefetch)
+        reply_queue, _ = await topology.declare_replies(reply_channel)
+        reply_dead = await reply_channel.get_exchange(topology.REQUESTS_DEAD_EXCHANGE)
         self.events_exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
         requests = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
         self.relay = OutboxRelay(self.engine, outbox, requests)
