@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # docs/rules.md "Amendments": re-coding an N cancels these even after they were handed to the
 # notifier, wherever the message waits (quiet hours, the rate limit, a fallback wait).
 CANCELLED_AFTER_REQUEST = (FIRST_DAY_CONTACT, SOCIAL_WORKER_UNEXPLAINED, LOOKED_AFTER_UNEXPLAINED)
+# An action a withdrawal can still cancel: not yet due, or handed over but recallable.
+_CANCELLABLE_NOW = or_(scheduled_actions.c.status == "pending",
+                       (scheduled_actions.c.status == "requested")
+                       & scheduled_actions.c.rule.in_(CANCELLED_AFTER_REQUEST))
 
 
 async def record(
@@ -67,11 +71,7 @@ async def _withdraw(conn: AsyncConnection, decision: Withdraw, school_urn: str, 
     cancelled = (await conn.execute(
         update(scheduled_actions)
         .where(
-            scheduled_actions.c.dedup_key == decision.dedup_key,
-            or_(scheduled_actions.c.status == "pending",
-                (scheduled_actions.c.status == "requested")
-                & scheduled_actions.c.rule.in_(CANCELLED_AFTER_REQUEST)),
-        )
+            scheduled_actions.c.dedup_key == decision.dedup_key, _CANCELLABLE_NOW)
         .values(status="cancelled", reason=decision.reason, updated_at=now)
         .returning(scheduled_actions.c.request_id)
     )).first()
@@ -130,10 +130,7 @@ def _actions_upsert(dialect_name: str) -> Insert:
 
 _LOG = decisions.insert()
 _CANCELLABLE = select(scheduled_actions.c.dedup_key).where(
-    scheduled_actions.c.dedup_key.in_(bindparam("keys", expanding=True)),
-    or_(scheduled_actions.c.status == "pending",
-        (scheduled_actions.c.status == "requested")
-        & scheduled_actions.c.rule.in_(CANCELLED_AFTER_REQUEST)))
+    scheduled_actions.c.dedup_key.in_(bindparam("keys", expanding=True)), _CANCELLABLE_NOW)
 
 
 async def _store_all(conn: AsyncConnection, placed: list[Placed], now: dt.datetime) -> None:

@@ -18,18 +18,23 @@ from triage.models import decisions, marks, periodic_runs, pupils, scheduled_act
 from triage.rules.decisions import ATTENDANCE_UPDATE, UNEXPLAINED_NOT_RECODED
 from triage.rules.registers import days_to_check, not_recoded_key
 from triage.rules.updates import attendance_update_key, attendance_update_period
-from triage.schools import SchoolContextCache
+from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
 _CHUNK = 400
 
 
-async def plan_attendance_updates(conn: AsyncConnection, cache: SchoolContextCache,
-                                  now: dt.datetime) -> int:
+async def all_schools(conn: AsyncConnection,
+                      cache: SchoolContextCache) -> dict[str, SchoolContext]:
+    """Every school's parsed context, read once per pass of the scheduler's loop."""
     urns = (await conn.execute(select(schools.c.urn))).scalars().all()
-    if not urns:
+    return await cache.load(conn, urns) if urns else {}
+
+
+async def plan_attendance_updates(conn: AsyncConnection, contexts: dict[str, SchoolContext],
+                                  now: dt.datetime) -> int:
+    if not contexts:
         return 0
-    contexts = await cache.load(conn, urns)
     done = set((await conn.execute(
         select(periodic_runs.c.school_urn, periodic_runs.c.period)
         .where(periodic_runs.c.rule == ATTENDANCE_UPDATE)
@@ -75,12 +80,10 @@ async def plan_attendance_updates(conn: AsyncConnection, cache: SchoolContextCac
     return planned
 
 
-async def plan_unexplained_checks(conn: AsyncConnection, cache: SchoolContextCache,
+async def plan_unexplained_checks(conn: AsyncConnection, contexts: dict[str, SchoolContext],
                                   now: dt.datetime) -> int:
     """Once a school day per school, after registers close: every pupil on roll with an `N`
     still standing from `recode_within_days` school days ago gets a check, due now."""
-    urns = (await conn.execute(select(schools.c.urn))).scalars().all()
-    contexts = await cache.load(conn, urns) if urns else {}
     due = {urn: dates for urn, context in sorted(contexts.items())
            if (dates := days_to_check(now, context.calendar, context.policy, context.tz))}
     if not due:

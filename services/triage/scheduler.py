@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from triage import decisions as decision_store
 from triage import history, outreach, tasks
 from triage.models import outbox, scheduled_actions
-from triage.periodic import plan_attendance_updates, plan_unexplained_checks
+from triage.periodic import all_schools, plan_attendance_updates, plan_unexplained_checks
 from triage.rules.decisions import FAMILY_UNREACHABLE, MUST_REACH_FAMILY, family_unreachable_key
 from triage.rules.recipients import first_contact_address, social_worker, unreachable_because
 from triage.schools import SchoolContext, SchoolContextCache
@@ -78,8 +78,9 @@ class Scheduler:
     async def run_due(self) -> int:
         """Act on every action due by now; returns how many actions were settled."""
         async with self._engine.begin() as conn:
-            await plan_attendance_updates(conn, self._schools, self._clock.now())
-            await plan_unexplained_checks(conn, self._schools, self._clock.now())
+            contexts = await all_schools(conn, self._schools)
+            await plan_attendance_updates(conn, contexts, self._clock.now())
+            await plan_unexplained_checks(conn, contexts, self._clock.now())
         total = 0
         while True:
             settled, requested = await self._run_batch()

@@ -9,10 +9,11 @@ from servicekit.database import dialect_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage.models import tasks
+from triage.rules.decisions import FAMILY_UNREACHABLE, UNEXPLAINED_NOT_RECODED
 
+# Task kinds: the rule's id, except the day-3 visit's (the contract's "home_visit").
 HOME_VISIT = "home_visit"
-FAMILY_UNREACHABLE = "family_unreachable"
-UNEXPLAINED_NOT_RECODED = "unexplained_not_recoded"
+__all__ = ["FAMILY_UNREACHABLE", "HOME_VISIT", "UNEXPLAINED_NOT_RECODED", "open_task"]
 
 
 async def open_task(conn: AsyncConnection, *, kind: str, school_urn: str, pupil_id: str,
