@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from broker_messages.contact import Recipient
 from notifier.templates import TemplateLibrary
-from triage.rules.decisions import FAMILY_RULES
+from triage.rules import FAMILY_RULES
 
 from tests.factories import LONDON
 from tests.stack import Stack, family_request, parent

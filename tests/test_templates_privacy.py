@@ -13,7 +13,7 @@ import pytest
 from broker_messages.codes import CODE_CATEGORIES
 from broker_messages.contact import ContactRequest, PupilRef, Recipient, School
 from notifier.templates import TemplateLibrary
-from triage.rules.decisions import ALL_RULES, FAMILY_RULES
+from triage.rules import ALL_RULES, FAMILY_RULES
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 LANGUAGES = ("en", "cy")

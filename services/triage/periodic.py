@@ -14,14 +14,13 @@ from servicekit.database import dialect_insert
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from triage.models import decisions, marks, periodic_runs, pupils, scheduled_actions, schools
-from triage.rules.decisions import ATTENDANCE_UPDATE, UNEXPLAINED_NOT_RECODED
-from triage.rules.registers import days_to_check, not_recoded_key
-from triage.rules.updates import attendance_update_key, attendance_update_period
+from triage import decisions as decision_store
+from triage.models import marks, periodic_runs, pupils, schools
+from triage.rules import attendance_update, unexplained_not_recoded
+from triage.school_document import Pupil
 from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
-_CHUNK = 400
 
 
 async def all_schools(conn: AsyncConnection,
@@ -35,45 +34,33 @@ async def plan_attendance_updates(conn: AsyncConnection, contexts: dict[str, Sch
                                   now: dt.datetime) -> int:
     if not contexts:
         return 0
+    rule = attendance_update.ID
     done = set((await conn.execute(
         select(periodic_runs.c.school_urn, periodic_runs.c.period)
-        .where(periodic_runs.c.rule == ATTENDANCE_UPDATE)
+        .where(periodic_runs.c.rule == rule)
     )).all())
     planned = 0
     insert = dialect_insert(conn.engine)
     for urn, context in sorted(contexts.items()):
-        due = attendance_update_period(now, context.calendar, context.policy, context.tz)
+        due = attendance_update.period_due(now, context.calendar, context.policy, context.tz)
         if due is None or (urn, due[0]) in done:
             continue
         period, day, due_at = due
         claimed = await conn.execute(insert(periodic_runs).values(
-            school_urn=urn, rule=ATTENDANCE_UPDATE, period=period, created_at=now,
+            school_urn=urn, rule=rule, period=period, created_at=now,
         ).on_conflict_do_nothing().returning(periodic_runs.c.period))
         if claimed.first() is None:
             continue  # another replica planned it
-        opt_in = context.policy.attendance_update.opt_in
         rows = (await conn.execute(
-            select(pupils.c.pupil_id, pupils.c.record)
+            select(pupils.c.record)
             .where(pupils.c.school_urn == urn, pupils.c.on_roll.is_(True))
-        )).all()
-        wanted = [pupil_id for pupil_id, record in rows
-                  if any(not c.get("no_contact") and (c.get("attendance_updates") or not opt_in)
-                         for c in record.get("contacts", []))]
-        reason = f"weekly attendance update for {period} to contacts who opted in"
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            await conn.execute(insert(scheduled_actions).values([
-                {"dedup_key": attendance_update_key(urn, p, period), "rule": ATTENDANCE_UPDATE,
-                 "school_urn": urn, "pupil_id": p, "date": day, "due_at": due_at,
-                 "status": "pending", "reason": reason, "created_at": now, "updated_at": now}
-                for p in chunk
-            ]).on_conflict_do_nothing())
-            await conn.execute(decisions.insert().values([
-                {"rule": ATTENDANCE_UPDATE, "school_urn": urn, "pupil_id": p,
-                 "dedup_key": attendance_update_key(urn, p, period), "outcome": "scheduled",
-                 "reason": reason, "inputs": {"period": period}, "decided_at": now}
-                for p in chunk
-            ]))
+        )).scalars().all()
+        wanted = [pupil for record in rows
+                  if attendance_update.wants_update(pupil := Pupil.model_validate(record),
+                                                    context.policy)]
+        await decision_store.schedule_new(conn, [
+            (attendance_update.decide(urn, pupil, period, due_at), urn, pupil.id, day)
+            for pupil in wanted], now)
         planned += len(wanted)
         log.info("triage.attendance_update.planned school_urn=%s period=%s pupils=%d",
                  urn, period, len(wanted))
@@ -84,14 +71,16 @@ async def plan_unexplained_checks(conn: AsyncConnection, contexts: dict[str, Sch
                                   now: dt.datetime) -> int:
     """Once a school day per school, after registers close: every pupil on roll with an `N`
     still standing from `recode_within_days` school days ago gets a check, due now."""
+    rule = unexplained_not_recoded.ID
     due = {urn: dates for urn, context in sorted(contexts.items())
-           if (dates := days_to_check(now, context.calendar, context.policy, context.tz))}
+           if (dates := unexplained_not_recoded.days_to_check(now, context.calendar,
+                                                              context.policy, context.tz))}
     if not due:
         return 0
     # Read first: the scheduler's loop runs every few seconds, and writes only for news.
     done = set((await conn.execute(
         select(periodic_runs.c.school_urn, periodic_runs.c.period)
-        .where(periodic_runs.c.rule == UNEXPLAINED_NOT_RECODED,
+        .where(periodic_runs.c.rule == rule,
                periodic_runs.c.period.in_({dates[1].isoformat() for dates in due.values()}))
     )).all())
     planned = 0
@@ -100,8 +89,7 @@ async def plan_unexplained_checks(conn: AsyncConnection, contexts: dict[str, Sch
         if (urn, dates[1].isoformat()) in done:
             continue
         claimed = await conn.execute(insert(periodic_runs).values(
-            school_urn=urn, rule=UNEXPLAINED_NOT_RECODED, period=dates[1].isoformat(),
-            created_at=now,
+            school_urn=urn, rule=rule, period=dates[1].isoformat(), created_at=now,
         ).on_conflict_do_nothing().returning(periodic_runs.c.period))
         if claimed.first() is None:
             continue  # already checked (or another replica is checking)
@@ -116,22 +104,11 @@ async def plan_unexplained_checks(conn: AsyncConnection, contexts: dict[str, Sch
         first_sessions: dict[tuple[str, dt.date], str] = {}
         for pupil_id, day, session in standing:
             first_sessions.setdefault((pupil_id, day), session)  # "AM" sorts before "PM"
-        days = contexts[urn].policy.recode_within_days
-        reason = f"N still standing {days} school days later: the register must be corrected"
-        for (pupil_id, day), session in first_sessions.items():
-            dedup_key = not_recoded_key(urn, pupil_id, day, session)
-            stored = await conn.execute(insert(scheduled_actions).values(
-                dedup_key=dedup_key, rule=UNEXPLAINED_NOT_RECODED, school_urn=urn,
-                pupil_id=pupil_id, date=day, episode_start=day, due_at=now, status="pending",
-                reason=reason, created_at=now, updated_at=now,
-            ).on_conflict_do_nothing().returning(scheduled_actions.c.id))
-            if stored.first() is None:
-                continue
-            await conn.execute(decisions.insert().values(
-                rule=UNEXPLAINED_NOT_RECODED, school_urn=urn, pupil_id=pupil_id,
-                dedup_key=dedup_key, outcome="scheduled", reason=reason,
-                inputs={"date": day.isoformat(), "session": session}, decided_at=now))
-            planned += 1
+        policy = contexts[urn].policy
+        planned += await decision_store.schedule_new(conn, [
+            (unexplained_not_recoded.decide(urn, pupil_id, day, session, policy, now), urn,
+             pupil_id, day)
+            for (pupil_id, day), session in first_sessions.items()], now)
         log.info("triage.unexplained_not_recoded.planned school_urn=%s pupils=%d", urn,
                  len(first_sessions))
     return planned

@@ -16,21 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import decisions as decision_store
 from triage import tasks
+from triage.decisions import Outcome
 from triage.models import replies
-from triage.rules.decisions import (
-    DAY3_HOME_VISIT,
-    FAMILY_UNREACHABLE,
-    FIRST_DAY_CONTACT,
-    MUST_REACH_FAMILY,
-    family_unreachable_key,
-)
+from triage.rules import RULES, family_unreachable, rule_named
 
 EVENT_ADAPTER: TypeAdapter[ReplyReceived | FamilyUnreachable] = TypeAdapter(NotifierEvent)
 
 log = logging.getLogger(__name__)
 
 # What a reply stops: the chasing of the family, not professional alerts.
-STOPPED_BY_A_REPLY = (FIRST_DAY_CONTACT, DAY3_HOME_VISIT)
+STOPPED_BY_A_REPLY = tuple(rule.id for rule in RULES if rule.stopped_by_reply)
 
 
 class ReplyRecorder:
@@ -73,21 +68,21 @@ async def _family_unreachable(conn: AsyncConnection, event: FamilyUnreachable,
                               now: dt.datetime) -> None:
     """The notifier has already alerted the officer (and the social worker); the task and the
     decision are triage's. Once per pupil, day and rule, however often it is delivered."""
-    if event.rule not in MUST_REACH_FAMILY:
+    rule = rule_named(event.rule)
+    if rule is None or not rule.must_reach_family:
         return
-    about = event.rule.replace("_", " ")
-    why = (f"{event.contacts_tried} contact(s) tried in priority order: none was delivered "
-           "and nobody replied")
+    task, reason = family_unreachable.reported(event.rule, event.contacts_tried, event.date)
     for pupil_id in dict.fromkeys(event.pupil_ids):
         opened = await tasks.open_task(
-            conn, kind=tasks.FAMILY_UNREACHABLE, school_urn=event.school_urn, pupil_id=pupil_id,
-            day=event.date, now=now, detail=f"{about}: {why}. Reach the family another way today.")
+            conn, kind=task.kind, school_urn=event.school_urn, pupil_id=pupil_id,
+            day=task.day, now=now, detail=task.detail)
         if not opened:
             continue  # redelivered, or already raised for this day
         await decision_store.record(
-            conn, rule=FAMILY_UNREACHABLE, school_urn=event.school_urn, pupil_id=pupil_id,
-            dedup_key=family_unreachable_key(event.school_urn, pupil_id, event.date, event.rule),
-            outcome="requested", reason=f"the family could not be reached about {about}: {why}",
+            conn, rule=family_unreachable.ID, school_urn=event.school_urn, pupil_id=pupil_id,
+            dedup_key=family_unreachable.dedup_key(event.school_urn, pupil_id, event.date,
+                                                   event.rule),
+            outcome=Outcome.REQUESTED, reason=reason,
             inputs={"date": event.date.isoformat(), "request_id": event.request_id}, now=now)
         log.info("triage.family.unreachable school_urn=%s pupil_id=%s", event.school_urn,
                  pupil_id)

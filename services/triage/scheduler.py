@@ -21,16 +21,19 @@ from broker_messages.topology import CONTACT_REQUEST_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
 from servicekit.outbox import enqueue
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import decisions as decision_store
 from triage import history, outreach, tasks
+from triage.decisions import ActionStatus, Outcome
 from triage.models import outbox, scheduled_actions
 from triage.periodic import all_schools, plan_attendance_updates, plan_unexplained_checks
-from triage.rules.decisions import FAMILY_UNREACHABLE, MUST_REACH_FAMILY, family_unreachable_key
-from triage.rules.recipients import first_contact_address, social_worker, unreachable_because
+from triage.rules import family_unreachable, rule_named
+from triage.rules.recipients import first_contact_address, social_worker
+from triage.rules.rule import Outreach, TaskToOpen
+from triage.school_document import Pupil
 from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
@@ -38,11 +41,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _FamilyPart:
-    action: Row
+    action: Row[Any]
     context: SchoolContext
     pupil: PupilRef
-    plan: outreach.Outreach
-    record: dict[str, Any]
+    plan: Outreach
+    record: Pupil
 
 
 def request_id_for(dedup_keys: list[str]) -> str:
@@ -54,7 +57,7 @@ def request_id_for(dedup_keys: list[str]) -> str:
     return "merged:" + hashlib.sha256(joined.encode()).hexdigest()
 
 
-def action_key(action: Row) -> str:
+def action_key(action: Row[Any]) -> str:
     """The action's dedup key, with its generation once a cancelled request was re-armed: the
     notifier keeps a cancelled request cancelled, so asking again needs a new id."""
     return action.dedup_key if not action.generation else f"{action.dedup_key}#{action.generation}"
@@ -94,7 +97,8 @@ class Scheduler:
         """Pending actions due by `now`, oldest first, claimed where replicas could race."""
         query = (
             select(scheduled_actions)
-            .where(scheduled_actions.c.status == "pending", scheduled_actions.c.due_at <= now)
+            .where(scheduled_actions.c.status == ActionStatus.PENDING,
+                   scheduled_actions.c.due_at <= now)
             .order_by(scheduled_actions.c.due_at, scheduled_actions.c.id)
         )
         if supports_skip_locked(self._engine):
@@ -111,8 +115,9 @@ class Scheduler:
                 return 0, 0
             actions += await self._rest_of_schools(conn, actions, now)
             contexts = await self._schools.load(conn, {a.school_urn for a in actions})
-            records = await history.roster_records_many(
-                conn, {(a.school_urn, a.pupil_id) for a in actions})
+            records = {key: (Pupil.model_validate(record), on_roll)
+                       for key, (record, on_roll) in (await history.roster_records_many(
+                           conn, {(a.school_urn, a.pupil_id) for a in actions})).items()}
             family_parts: list[_FamilyPart] = []
             for action in actions:
                 requested += await self._settle(conn, action, contexts, records, family_parts,
@@ -131,28 +136,32 @@ class Scheduler:
             scheduled_actions.c.id.not_in([a.id for a in actions]))
         return list((await conn.execute(query)).all())
 
-    async def _settle(self, conn: AsyncConnection, action: Row,
+    async def _settle(self, conn: AsyncConnection, action: Row[Any],
                       contexts: dict[str, SchoolContext],
-                      records: dict[tuple[str, str], tuple[dict[str, Any], bool]],
+                      records: dict[tuple[str, str], tuple[Pupil, bool]],
                       family_parts: list[_FamilyPart], now: dt.datetime) -> int:
         context = contexts.get(action.school_urn)
         found = records.get((action.school_urn, action.pupil_id))
-        if context is None or found is None:
-            return await self._finish(conn, action, "cancelled", "school or pupil no longer known",
-                                      now)
+        rule = rule_named(action.rule)
+        if context is None or found is None or rule is None:
+            return await self._finish(conn, action, ActionStatus.CANCELLED,
+                                      "school or pupil no longer known", now)
         record, on_roll = found
-        plan = await outreach.plan(conn, action, context, record, on_roll, now)
+        plan = await outreach.plan(conn, outreach.due_action(action), context, record, on_roll,
+                                   now)
         if plan.cancel:
-            return await self._finish(conn, action, "cancelled", plan.cancel, now)
+            return await self._finish(conn, action, ActionStatus.CANCELLED, plan.cancel, now)
+        for task in plan.tasks:
+            await self._open(conn, action, task, now)
         requested = 0
-        if not plan.family and action.rule in MUST_REACH_FAMILY:
+        if not plan.family and rule.must_reach_family:
             # docs/rules.md "family_unreachable": never silence. The officer and the social
             # worker hear at once, and the officer gets a task.
             requested += await self._family_unreachable(conn, action, context, record, plan, now)
             if not plan.professionals:
                 return requested
         if not plan.family and not plan.professionals:
-            return await self._finish(conn, action, "suppressed",
+            return await self._finish(conn, action, ActionStatus.SUPPRESSED,
                                       "nobody to contact: no usable address for any recipient",
                                       now, skipped=plan.skipped)
         if plan.professionals:
@@ -160,51 +169,53 @@ class Scheduler:
             staff_id = action_key(action) + (":staff" if plan.family else "")
             await self._enqueue(conn, ContactRequest(
                 request_id=staff_id, rule=action.rule, school=context.school, date=action.date,
-                pupils=(_pupil_ref(action.pupil_id, record),), recipients=tuple(plan.professionals),
+                pupils=(_pupil_ref(record),), recipients=tuple(plan.professionals),
                 safeguarding=True, episode_start=plan.episode_start, details=plan.details,
                 requested_at=now,
             ), now)
             requested += 1
         if plan.family:
-            family_parts.append(_FamilyPart(action, context, _pupil_ref(action.pupil_id, record),
+            family_parts.append(_FamilyPart(action, context, _pupil_ref(record),
                                             plan, record))
-        elif action.rule not in MUST_REACH_FAMILY:
-            await self._finish(conn, action, "requested", "alert requested from the notifier",
+        elif not rule.must_reach_family:
+            await self._finish(conn, action, ActionStatus.REQUESTED, "alert requested from the notifier",
                                now, skipped=plan.skipped, request_id=staff_id,
                                recipients=[p.ref for p in plan.professionals])
         return requested
 
-    async def _family_unreachable(self, conn: AsyncConnection, action: Row,
-                                  context: SchoolContext, record: dict[str, Any],
-                                  plan: outreach.Outreach, now: dt.datetime) -> int:
+    async def _family_unreachable(self, conn: AsyncConnection, action: Row[Any],
+                                  context: SchoolContext, record: Pupil,
+                                  plan: Outreach, now: dt.datetime) -> int:
         """Nobody in the family can be contacted for `action`: task, alert and the record."""
-        why = unreachable_because(plan.skipped)
-        about = action.rule.replace("_", " ")
-        await tasks.open_task(conn, kind=tasks.FAMILY_UNREACHABLE, school_urn=context.urn,
-                              pupil_id=action.pupil_id, day=action.date, now=now,
-                              detail=f"{about}: {why}. Reach the family another way today.")
-        request_id = family_unreachable_key(context.urn, action.pupil_id, action.date,
-                                            action.rule)
-        alerted = [*context.staff_recipients("attendance_officer"),
-                   *social_worker(action.pupil_id, record)]
-        if alerted:
+        raised = family_unreachable.raised(outreach.due_action(action), context, record,
+                                           plan.skipped)
+        await self._open(conn, action, raised.task, now)
+        request_id = family_unreachable.dedup_key(context.urn, action.pupil_id, action.date,
+                                                  action.rule)
+        if raised.alerted:
             await self._enqueue(conn, ContactRequest(
-                request_id=request_id, rule=FAMILY_UNREACHABLE, school=context.school,
-                date=action.date, pupils=(_pupil_ref(action.pupil_id, record),),
-                recipients=tuple(alerted), safeguarding=True, episode_start=action.date,
-                details={"about_rule": about, "why": why, "contacts_tried": 0},
-                requested_at=now,
+                request_id=request_id, rule=family_unreachable.ID, school=context.school,
+                date=action.date, pupils=(_pupil_ref(record),),
+                recipients=tuple(raised.alerted), safeguarding=True, episode_start=action.date,
+                details=raised.details, requested_at=now,
             ), now)
         await decision_store.record(
-            conn, rule=FAMILY_UNREACHABLE, school_urn=context.urn, pupil_id=action.pupil_id,
-            dedup_key=request_id, outcome="requested",
-            reason=f"the family cannot be contacted about {about}: {why}",
+            conn, rule=family_unreachable.ID, school_urn=context.urn, pupil_id=action.pupil_id,
+            dedup_key=request_id, outcome=Outcome.REQUESTED, reason=raised.reason,
             inputs={"date": action.date.isoformat(), "about": action.dedup_key,
-                    "skipped": plan.skipped, "alerted": [r.ref for r in alerted]}, now=now)
-        await self._finish(conn, action, "suppressed",
-                           f"nobody in the family can be contacted ({why}): family_unreachable "
-                           "raised instead", now, skipped=plan.skipped, request_id=request_id)
-        return 1 if alerted else 0
+                    "skipped": plan.skipped, "alerted": [r.ref for r in raised.alerted]},
+            now=now)
+        await self._finish(conn, action, ActionStatus.SUPPRESSED,
+                           f"nobody in the family can be contacted ({raised.why}): "
+                           "family_unreachable raised instead", now, skipped=plan.skipped,
+                           request_id=request_id)
+        return 1 if raised.alerted else 0
+
+    async def _open(self, conn: AsyncConnection, action: Row[Any], task: TaskToOpen,
+                    now: dt.datetime) -> None:
+        await tasks.open_task(conn, kind=task.kind, school_urn=action.school_urn,
+                              pupil_id=action.pupil_id, day=task.day, detail=task.detail,
+                              now=now)
 
     async def _send_family(self, conn: AsyncConnection, parts: list[_FamilyPart],
                            now: dt.datetime) -> int:
@@ -223,10 +234,10 @@ class Scheduler:
             family = list(lead.plan.family)
             keys = [action_key(p.action) for p in group]
             unreachable = [*lead.context.staff_recipients("attendance_officer")]
-            if lead.action.rule in MUST_REACH_FAMILY:
+            lead_rule = rule_named(lead.action.rule)
+            if lead_rule is not None and lead_rule.must_reach_family:
                 # docs/rules.md "family_unreachable": the social worker hears too.
-                unreachable += [worker for p in group
-                                for worker in social_worker(p.pupil.pupil_id, p.record)]
+                unreachable += [worker for p in group for worker in social_worker(p.record)]
             request = ContactRequest(
                 request_id=request_id_for(keys), rule=lead.action.rule,
                 school=lead.context.school, date=lead.action.date,
@@ -240,7 +251,7 @@ class Scheduler:
             for part in group:
                 siblings = [p.pupil.pupil_id for p in group if p is not part]
                 await self._finish(
-                    conn, part.action, "requested", "contact requested from the notifier", now,
+                    conn, part.action, ActionStatus.REQUESTED, "contact requested from the notifier", now,
                     skipped=part.plan.skipped, recipients=[f.ref for f in part.plan.family],
                     request_id=request.request_id,
                     **({"sent_with_siblings": siblings} if siblings else {}),
@@ -254,21 +265,11 @@ class Scheduler:
                       body=request.model_dump_json(by_alias=True).encode(), now=now)
 
     async def _finish(
-        self, conn: AsyncConnection, action: Row, status: str, reason: str, now: dt.datetime,
-        **inputs: object,
+        self, conn: AsyncConnection, action: Row[Any], status: ActionStatus, reason: str,
+        now: dt.datetime, **inputs: object,
     ) -> int:
-        request_id = inputs.get("request_id")
-        await conn.execute(
-            update(scheduled_actions)
-            .where(scheduled_actions.c.id == action.id)
-            .values(status=status, reason=reason, updated_at=now,
-                    request_id=request_id if isinstance(request_id, str) else None)
-        )
-        await decision_store.record(
-            conn, rule=action.rule, school_urn=action.school_urn, pupil_id=action.pupil_id,
-            dedup_key=action.dedup_key, outcome=status, reason=reason,
-            inputs={"date": action.date.isoformat(), **inputs}, now=now,
-        )
+        """Settle the action (`triage.decisions` owns the row); nothing more to request."""
+        await decision_store.settle(conn, action, status, reason, now, **inputs)
         return 0
 
     async def run(self, poll_seconds: float) -> None:
@@ -283,6 +284,6 @@ class Scheduler:
             await asyncio.sleep(poll_seconds)
 
 
-def _pupil_ref(pupil_id: str, record: dict[str, Any]) -> PupilRef:
-    return PupilRef(pupil_id=pupil_id, given_name=record["given_name"],
-                    family_name=record["family_name"])
+def _pupil_ref(pupil: Pupil) -> PupilRef:
+    return PupilRef(pupil_id=pupil.id, given_name=pupil.given_name,
+                    family_name=pupil.family_name)

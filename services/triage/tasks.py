@@ -1,5 +1,7 @@
 """Staff tasks (home visits, unreachable families, uncorrected registers): the one module that
-writes the `tasks` table. A task is opened at most once per kind, pupil and day."""
+writes the `tasks` table. A task is opened at most once per kind, pupil and day. Rules say
+which tasks to open (`triage.rules.rule.TaskToOpen`, whose kind is the rule's id, or
+"home_visit" for `day3_home_visit`); their callers open them here."""
 
 from __future__ import annotations
 
@@ -9,11 +11,6 @@ from servicekit.database import dialect_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage.models import tasks
-from triage.rules.decisions import FAMILY_UNREACHABLE, UNEXPLAINED_NOT_RECODED
-
-# Task kinds: the rule's id, except the day-3 visit's (the contract's "home_visit").
-HOME_VISIT = "home_visit"
-__all__ = ["FAMILY_UNREACHABLE", "HOME_VISIT", "UNEXPLAINED_NOT_RECODED", "open_task"]
 
 
 async def open_task(conn: AsyncConnection, *, kind: str, school_urn: str, pupil_id: str,

@@ -16,6 +16,7 @@ from servicekit.web import Authenticated
 from sqlalchemy import select
 
 from triage import counters
+from triage.decisions import ActionStatus
 from triage.models import (
     decisions,
     marks,
@@ -98,7 +99,7 @@ async def pupil_timeline(
             "mark_history": _mark_history(received, current, since),
             "decisions": [dict(r._mapping) for r in decision_rows],
             "actions": actions,
-            "notifications_requested": [a for a in actions if a["status"] == "requested"],
+            "notifications_requested": [a for a in actions if a["status"] == ActionStatus.REQUESTED],
             "tasks": [dict(r._mapping) for r in task_rows],
             "replies": [dict(r._mapping) for r in reply_rows],
         }

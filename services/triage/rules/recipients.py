@@ -1,12 +1,14 @@
-"""Who a rule's message goes to (docs/rules.md "The rules" recipients, §4 contact order). Pure: built from
-the school document and the pupil's roster record."""
+"""Who a rule's message goes to (docs/rules.md "The rules" recipients, "Contact order"). Pure:
+built from the school document and the pupil's roster record."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from broker_messages.contact import Channel, Recipient
+
+from triage.school_document import Contact, LocalAuthority, Pupil
 
 # Why a contact was not included, as the decision log and the timeline show it.
 COURT_ORDER = "may not be contacted (no_contact, e.g. a court order)"
@@ -15,7 +17,7 @@ NOT_OPTED_IN = "did not ask for attendance updates"
 
 
 def family_recipients(
-    pupil_id: str, contacts: list[Mapping[str, Any]], channels: tuple[Channel, ...],
+    pupil_id: str, contacts: Sequence[Contact], channels: tuple[Channel, ...],
     *, opted_in_only: bool = False,
 ) -> tuple[list[Recipient], list[dict[str, str]]]:
     """docs/rules.md "Contact order": parent/carers in priority order, each with the channels
@@ -24,27 +26,21 @@ def family_recipients(
     `opted_in_only`: only contacts who asked for attendance updates."""
     recipients: list[Recipient] = []
     skipped: list[dict[str, str]] = []
-    for contact in sorted(contacts, key=lambda c: int(c["priority"])):
-        ref = f"{pupil_id}/contact/{contact['priority']}"
+    for contact in sorted(contacts, key=lambda c: c.priority):
+        ref = f"{pupil_id}/contact/{contact.priority}"
         usable: tuple[Channel, ...] = tuple(
-            channel
-            for channel in channels
-            if (contact.get("email") if channel == "email" else contact.get("phone"))
+            channel for channel in channels
+            if (contact.email if channel == "email" else contact.phone)
         )
-        why = (COURT_ORDER if contact.get("no_contact") else NO_ADDRESS if not usable
-               else NOT_OPTED_IN if opted_in_only and not contact.get("attendance_updates")
+        why = (COURT_ORDER if contact.no_contact else NO_ADDRESS if not usable
+               else NOT_OPTED_IN if opted_in_only and not contact.attendance_updates
                else None)
         if why is not None:
             skipped.append({"ref": ref, "why": why})
             continue
         recipients.append(Recipient(
-            role="parent",
-            ref=ref,
-            name=str(contact["name"]),
-            phone=contact.get("phone"),
-            email=contact.get("email"),
-            language=str(contact.get("language") or "en"),
-            channels=usable,
+            role="parent", ref=ref, name=contact.name, phone=contact.phone, email=contact.email,
+            language=contact.language or "en", channels=usable,
         ))
     return recipients, skipped
 
@@ -63,30 +59,39 @@ def first_contact_address(recipient: Recipient) -> str:
     return recipient.phone or recipient.email or recipient.ref
 
 
-def social_worker(pupil_id: str, record: Mapping[str, Any]) -> list[Recipient]:
-    worker = record.get("social_worker")
-    if not worker or not worker.get("email"):
+def social_worker(pupil: Pupil) -> list[Recipient]:
+    worker = pupil.social_worker
+    if worker is None or not worker.email:
         return []
-    return [Recipient(role="social_worker", ref=f"{pupil_id}/social_worker", name=worker["name"],
-                      email=worker["email"], phone=worker.get("phone"), channels=("email",))]
+    return [Recipient(role="social_worker", ref=f"{pupil.id}/social_worker", name=worker.name,
+                      email=worker.email, phone=worker.phone, channels=("email",))]
 
 
-_LA_ADDRESSES = {
-    "local_authority": "attendance_team_email",
-    "send_team": "send_team_email",
-    "virtual_school": "virtual_school_email",
+Team = Literal["local_authority", "send_team", "virtual_school"]
+_TEAMS: dict[Team, tuple[str, str]] = {  # team -> (address field, name)
+    "local_authority": ("attendance_team_email", "Attendance team"),
+    "send_team": ("send_team_email", "SEND team"),
+    "virtual_school": ("virtual_school_email", "Virtual School"),
 }
 
 
-def local_authority(school_urn: str, document: Mapping[str, Any], team: str) -> list[Recipient]:
+def authority_of(document: Mapping[str, Any]) -> LocalAuthority | None:
+    """The school document's local authority, typed (the stored document was validated on
+    upload)."""
+    found = document.get("local_authority")
+    return LocalAuthority.model_validate(found) if found else None
+
+
+def local_authority(school_urn: str, authority: LocalAuthority | None,
+                    team: Team) -> list[Recipient]:
     """The local authority's attendance team, SEND team or Virtual School (by email)."""
-    authority = document.get("local_authority") or {}
-    email = authority.get(_LA_ADDRESSES[team])
+    if authority is None:
+        return []
+    address, name = _TEAMS[team]
+    email: str | None = getattr(authority, address)
     if not email:
         return []
-    role = "virtual_school" if team == "virtual_school" else "local_authority"
-    names = {"local_authority": "Attendance team", "send_team": "SEND team",
-             "virtual_school": "Virtual School"}
-    return [Recipient(role=role, ref=f"{school_urn}/la/{team}",
-                      name=f"{authority.get('name', 'Local authority')} {names[team]}",
+    role: Literal["virtual_school", "local_authority"] = (
+        "virtual_school" if team == "virtual_school" else "local_authority")
+    return [Recipient(role=role, ref=f"{school_urn}/la/{team}", name=f"{authority.name} {name}",
                       email=email, channels=("email",))]

@@ -1,5 +1,5 @@
-"""Rate thresholds with hysteresis (docs/rules.md "Crossings"): `attendance_stage1`,
-`persistent_absence`, `la_referral`, `severe_absence`.
+"""Rate thresholds with hysteresis (docs/rules.md "Crossings"), which `attendance_stage1`,
+`persistent_absence`, `la_referral` and `severe_absence` each draw a line of.
 
 A threshold rule fires once when the rate crosses its line, then stays disarmed until the rate
 has recovered past the line by `hysteresis`: a pupil hovering at 90% is referred once, not
@@ -14,17 +14,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from triage.policy import Policy
 from triage.rates import Counts, rates_actionable
-from triage.rules.decisions import (
-    ATTENDANCE_STAGE1,
-    LA_REFERRAL,
-    PERSISTENT_ABSENCE,
-    SEVERE_ABSENCE,
-    Decision,
-    Schedule,
-    key,
-)
+from triage.rules.decisions import Decision, Schedule, key
+from triage.rules.rule import DueFacts, Outreach, RateFacts, RuleState
 
 
 @dataclass(frozen=True)
@@ -57,25 +49,6 @@ class Threshold:
         return f"absence at or above {self.line:.0%}"
 
 
-def thresholds(policy: Policy) -> tuple[Threshold, ...]:
-    return (
-        # the example school policy, stage 1: attendance below 92%.
-        Threshold(ATTENDANCE_STAGE1, "attendance_below", policy.stage1_below),
-        # the example school policy; the DfE summary of responsibilities: persistent absence at 10%.
-        Threshold(PERSISTENT_ABSENCE, "absence_at", policy.persistent_at),
-        # The example school policy: "refer … if attendance moves below 90%".
-        Threshold(LA_REFERRAL, "attendance_below", policy.referral_below),
-        # The example school policy: severe absence at 50%.
-        Threshold(SEVERE_ABSENCE, "absence_at", policy.severe_at),
-    )
-
-
-@dataclass(frozen=True)
-class CrossingState:
-    armed: bool = True
-    crossings: int = 0
-
-
 def crossing_key(rule: str, school_urn: str, pupil_id: str, year_start: dt.date,
                  crossing: int) -> str:
     return key(rule, school_urn, pupil_id, f"{year_start.year}", f"crossing-{crossing}")
@@ -88,40 +61,41 @@ def rate_inputs(counts: Counts) -> dict[str, float | int]:
             "absence_rate": round(counts.absence_rate, 4)}
 
 
-def crossing(
-    threshold: Threshold,
-    *,
-    school_urn: str,
-    pupil_id: str,
-    counts: Counts,
-    year_start: dt.date,
-    state: CrossingState,
-    policy: Policy,
-    now: dt.datetime,
-) -> tuple[CrossingState, Decision | None]:
+def crossing(threshold: Threshold, facts: RateFacts,
+             state: RuleState) -> tuple[RuleState, Decision | None]:
     """The new state, and the decision to fire if the rate has just crossed the line."""
+    counts, policy = facts.counts, facts.policy
     if not rates_actionable(counts, policy.min_possible_sessions):
         return state, None
     if not state.armed:
         if threshold.recovered(counts, policy.hysteresis):
-            return CrossingState(armed=True, crossings=state.crossings), None
+            return RuleState(armed=True, crossings=state.crossings), None
         return state, None
     if not threshold.crossed(counts):
         return state, None
     number = state.crossings + 1
     decision = Schedule(
         threshold.rule,
-        crossing_key(threshold.rule, school_urn, pupil_id, year_start, number),
-        now,
+        crossing_key(threshold.rule, facts.school_urn, facts.pupil.id, facts.year_start, number),
+        facts.now,
         f"{threshold.describe()} (crossing {number} this school year)",
         {**rate_inputs(counts), "line": threshold.line, "crossing": number,
-         "year_start": year_start.isoformat()},
+         "year_start": facts.year_start.isoformat()},
     )
-    return CrossingState(armed=False, crossings=number), decision
+    return RuleState(armed=False, crossings=number), decision
 
 
-def threshold_still_crossed(threshold: Threshold, counts: Counts) -> str | None:
-    """Re-checked when the message is due: an amendment may have undone the crossing."""
+def still_crossed(threshold: Threshold, facts: DueFacts) -> Counts | Outreach:
+    """Re-checked when the message is due: an amendment may have undone the crossing. Returns
+    the counts the message reports, or the cancellation."""
+    counts = facts.year_counts or Counts()
     if counts.possible == 0 or not threshold.crossed(counts):
-        return f"amended since: no longer {threshold.describe()}"
-    return None
+        return Outreach(cancel=f"amended since: no longer {threshold.describe()}")
+    return counts
+
+
+def rate_details(counts: Counts) -> dict[str, str | int | float]:
+    # A rate is not a code, reason or comment: parents are told it (the example school policy).
+    return {"attendance_percent": round(counts.attendance_rate * 100, 1),
+            "absence_percent": round(counts.absence_rate * 100, 1),
+            "possible_sessions": counts.possible}

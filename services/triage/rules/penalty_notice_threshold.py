@@ -1,0 +1,81 @@
+"""docs/rules.md "penalty_notice_threshold" (the national framework for penalty notices, Aug
+2024): 10 unauthorised sessions (`G`, `N`, `O`, `U`) within any rolling 10 school weeks. A
+school week is a week with at least one school day, so half-term and holiday weeks are skipped
+and a window runs on across terms. The school must *consider* a notice: staff are told, nothing
+goes to the family.
+
+Windows that have fired are remembered (`covered_until`), so the next alert needs sessions
+after the last window: the same sessions never raise two alerts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+
+from triage.calendar import SchoolCalendar
+from triage.policy import Policy
+from triage.rules.decisions import Decision, Schedule, Suppress, key
+from triage.rules.marks import is_stale
+from triage.rules.rule import DueAction, DueFacts, Outreach, RateFacts, Rule, RuleState
+from triage.school_document import Pupil
+from triage.schools import SchoolContext
+
+ID = "penalty_notice_threshold"
+
+
+def window_from(day: dt.date, calendar: SchoolCalendar, policy: Policy) -> dt.date:
+    """The earliest date a window that contains `day` can start on (the marks to load)."""
+    weeks = calendar.school_weeks()
+    index = bisect.bisect_right(weeks, calendar.school_week_of(day)) - 1
+    return weeks[max(index - policy.penalty_notice.weeks + 1, 0)] if weeks else day
+
+
+def decide(facts: RateFacts, state: RuleState) -> tuple[RuleState, Decision | None]:
+    """The decision for the first window that reaches the threshold, and the state that
+    remembers it (`covered_until`: the window's last day)."""
+    if not facts.unauthorised_sessions:
+        return state, None
+    calendar, rule_policy = facts.calendar, facts.policy.penalty_notice
+    weeks = calendar.school_weeks()
+    indexed: list[tuple[int, dt.date]] = []
+    for day in sorted(facts.unauthorised_sessions):
+        if state.covered_until is not None and day <= state.covered_until:
+            continue
+        week = calendar.school_week_of(day)
+        index = bisect.bisect_left(weeks, week)
+        if index < len(weeks) and weeks[index] == week:
+            indexed.append((index, day))
+    for position, (start, _) in enumerate(indexed):
+        if position and indexed[position - 1][0] == start:
+            continue  # windows start on the first week that has a session
+        inside = [day for index, day in indexed[position:] if index < start + rule_policy.weeks]
+        if len(inside) < rule_policy.sessions:
+            continue
+        last_week = weeks[min(start + rule_policy.weeks - 1, len(weeks) - 1)]
+        window_end = last_week + dt.timedelta(days=6)
+        window_start = weeks[start]
+        dedup = key(ID, facts.school_urn, facts.pupil.id, window_start)  # pupil + window start
+        reached_on = inside[rule_policy.sessions - 1]
+        inputs = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
+                  "sessions": len(inside), "weeks": rule_policy.weeks,
+                  "first": inside[0].isoformat(), "reached_on": reached_on.isoformat()}
+        after = RuleState(state.armed, state.crossings + 1, window_end)
+        if is_stale(reached_on, facts.now, calendar, facts.policy, facts.tz):
+            return after, Suppress(ID, dedup, "stale marks: the threshold was reached long ago",
+                                   inputs)
+        return after, Schedule(
+            ID, dedup, facts.now,
+            f"{len(inside)} unauthorised sessions within {rule_policy.weeks} school weeks: "
+            "the school must consider a penalty notice", inputs,
+        )
+    return state, None
+
+
+def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
+         now: dt.datetime) -> Outreach:
+    return Outreach(professionals=[*school.staff_recipients("attendance_officer"),
+                                   *school.staff_recipients("headteacher")])
+
+
+RULE = Rule(id=ID, on_rates=decide, state_scope="all", plan=plan)
