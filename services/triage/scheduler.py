@@ -178,8 +178,9 @@ class Scheduler:
             family_parts.append(_FamilyPart(action, context, _pupil_ref(record),
                                             plan, record))
         elif not rule.must_reach_family:
-            await self._finish(conn, action, ActionStatus.REQUESTED, "alert requested from the notifier",
-                               now, skipped=plan.skipped, request_id=staff_id,
+            await self._finish(conn, action, ActionStatus.REQUESTED,
+                               "alert requested from the notifier", now, skipped=plan.skipped,
+                               request_id=staff_id,
                                recipients=[p.ref for p in plan.professionals])
         return requested
 
