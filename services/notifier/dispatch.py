@@ -3,9 +3,12 @@
 Rows are claimed (`sending`) in a short transaction, sent, then settled, so two replicas never
 send the same row and a crash mid-send leaves a claim that is retried after it expires. Held
 (quiet hours) and fallback rows are ordinary rows with a later `due_at`: the same claim covers
-them. A settled family row marks its chain for a look, and the dispatcher is the one place that
-moves chains on (notifier.fallback): each pass, and whenever it is woken, it runs the chase
-before it claims. The rows themselves are written by notifier.notification_store.
+them. The rows themselves are written by notifier.notification_store.
+
+The dispatcher is the one place that moves fallback chains on (notifier.fallback): every due
+chain at the start of each pass, and a family row's chain as soon as that row settles, whether
+by its send here or by a status callback (notifier.webhooks asks `family_rows_settled`). The
+settling transaction marks the chain for a look first, so a crash in between only delays it.
 
 A claimed row may wait a while for its turn at the rate limit, and its request may be cancelled
 meanwhile (notifier.cancellation). So immediately before each provider call, retries included,
@@ -97,6 +100,16 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    async def family_rows_settled(self, request_ids: list[str]) -> None:
+        """Family rows of these requests settled: move their chains on now, and send what that
+        creates. A failure leaves the chain marked, for the next pass."""
+        for request_id in dict.fromkeys(request_ids):
+            try:
+                if await self._chase.advance(request_id):
+                    self.wake()
+            except Exception:
+                log.exception("notifier.family.advance_failed request_id=%s", request_id)
+
     async def dispatch_due(self) -> int:
         """Move due fallback chains on, then send everything due now; returns how many
         notifications were settled.
@@ -120,12 +133,8 @@ class Dispatcher:
         failure: BaseException | None = None
         more = True
         while True:
-            if self._wake.is_set():  # new rows stored, or a row settled, since the last claim
+            if self._wake.is_set():  # new rows stored (or a chain moved on) since the last claim
                 self._wake.clear()
-                try:
-                    await self._chase.run_due()
-                except Exception:  # the chains stay marked: the next pass looks again
-                    log.exception("notifier.family.advance_failed")
                 more = True
             if more and failure is None and len(in_hand) <= self._batch_size // 2:
                 claimed = await self._claim(self._batch_size - len(in_hand))
@@ -262,7 +271,7 @@ class Dispatcher:
             await notification_store.settle(conn, row, settlement, self._clock.now())
         self._metrics.notifications.labels(row.rule, row.channel, settlement.status).inc()
         if row.kind == "family":
-            self.wake()  # its chain is marked for a look: the chase runs before the next claim
+            await self.family_rows_settled([row.request_id])
         async with self._progress:
             self.settled += 1
             self._progress.notify_all()

@@ -8,9 +8,9 @@ restart; time comes from the injected clock, never from sleeping. Every step is 
 update on (state, position) (notifier.chains), so two replicas advancing the same chain cannot
 both move it. A cancelled chain (notifier.cancellation) is never moved again.
 
-Chains are moved on from one place: `run_due`, which the dispatcher runs at every pass and
-whenever it is woken. A family row that settles (a send, a status callback) only marks its
-chain for a look, in the transaction that settles it."""
+Chains are moved on by the dispatcher alone (notifier.dispatch): `run_due` at every pass, and
+`advance` when one of the chain's family rows settles (by its send or a status callback), after
+the settling transaction has marked the chain for a look."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class FamilyChase:
 
     async def run_due(self) -> int:
         """Look again at every chain whose check time has come (a receipt wait over, a family
-        row settled); returns rows created."""
+        row settled and not yet looked at); returns rows created."""
         async with self._engine.connect() as conn:
             due = await chains.due_for_check(conn, self._clock.now())
         created = 0

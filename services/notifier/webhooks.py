@@ -3,7 +3,7 @@
 Both validate X-Twilio-Signature against PUBLIC_BASE_URL + path with the twilio library's
 RequestValidator; an invalid or missing signature gets 403 and changes nothing. A status is
 recorded by notifier.notification_store (kept there if it came before its provider id); a
-family row's chain is then moved on by the dispatcher, which is woken for it."""
+family row's chain is then moved on by the dispatcher (`family_rows_settled`)."""
 
 from __future__ import annotations
 
@@ -76,8 +76,9 @@ async def twilio_status(request: Request) -> Response:
     service.metrics.callbacks.labels("applied" if receipt.changed else "ignored").inc()
     for row in receipt.changed:
         log.info("notifier.status.applied notification_id=%s status=%s", row.id, status)
-    if any(row.kind == "family" for row in receipt.changed) and service.dispatcher:
-        service.dispatcher.wake()  # its chain is marked for a look: the chase moves it on
+    family = [row.request_id for row in receipt.changed if row.kind == "family"]
+    if family and service.dispatcher is not None:
+        await service.dispatcher.family_rows_settled(family)
     return Response(status_code=204)
 
 
