@@ -65,8 +65,9 @@ TRANSITIONS: dict[str, frozenset[Status]] = {
     "release_expired": frozenset({Status.SENDING}),
     # What the provider said about a claimed row. `pending`: another process found the claim
     # expired and released it meanwhile; what this one heard still stands, and recording it
-    # stops a second send.
-    "settle": _OPEN,
+    # stops a second send. `cancelled`: released, then cancelled while this send was under
+    # way; if it went, the record must say so.
+    "settle": _OPEN | {Status.CANCELLED},
     # Not sent yet and no longer wanted (a cancellation, a reply).
     "cancel": frozenset({Status.PENDING}),
 }
