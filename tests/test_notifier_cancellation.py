@@ -17,8 +17,8 @@ import aio_pika
 from broker_messages import topology
 from broker_messages.contact import ContactRequest, Recipient
 from notifier.app import NotifierService
-from notifier.cancellation import SENT_ANYWAY
 from notifier.models import contact_requests, notifications
+from notifier.notification_store import SENT_ANYWAY
 from notifier.rate_limit import TokenBucket
 from sqlalchemy import select
 

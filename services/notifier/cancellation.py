@@ -14,7 +14,8 @@ only that child (docs/rules.md "Siblings": each decision is still the pupil's ow
 
 The chain row is written first, by both this and the intake: on PostgreSQL the two then queue
 on its key, so a request and its cancellation arriving at once on two replicas cannot both
-miss each other."""
+miss each other. The chain and the notifications are written through their owners
+(notifier.chains, notifier.notification_store)."""
 
 from __future__ import annotations
 
@@ -24,20 +25,18 @@ from typing import Any
 
 from broker_messages.contact import ContactCancelled, ContactRequest, Recipient
 from servicekit.clock import Clock
-from servicekit.database import dialect_insert, supports_skip_locked
-from sqlalchemy import Row, false, select, update
+from sqlalchemy import Row, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from notifier import chains, notification_store
+from notifier.chains import ChainState
 from notifier.compose import notification_rows
 from notifier.metrics import NotifierMetrics
-from notifier.models import contact_requests, family_contacts, notifications
+from notifier.models import family_contacts
+from notifier.notification_store import AnyRow
 from notifier.templates import TemplateLibrary
 
 log = logging.getLogger(__name__)
-
-# Prefixed to the note of a row whose provider call had already started when the cancellation
-# was recorded: it settles as the provider says, and staff can see why it went anyway.
-SENT_ANYWAY = "cancellation arrived while this message was being sent; "
 
 
 def cancelled_note(reason: str) -> str:
@@ -78,12 +77,8 @@ class Cancellations:
                       now: dt.datetime) -> list[Row[Any]]:
         """One cancellation, in the caller's transaction; returns the pending rows it
         cancelled."""
-        query = select(contact_requests).where(
-            contact_requests.c.request_id == cancel.request_id)
-        if supports_skip_locked(conn.engine):
-            query = query.with_for_update()
-        chain = (await conn.execute(query)).first()
-        if chain is not None and chain.payload and chain.state != "cancelled":
+        chain = await chains.locked(conn, cancel.request_id)
+        if chain is not None and chain.payload and chain.state != ChainState.CANCELLED:
             request = ContactRequest.model_validate_json(chain.payload)
             narrowed = without_pupils(request, set(cancel.pupil_ids))
             if narrowed is not None:
@@ -98,17 +93,11 @@ class Cancellations:
         """Take the cancelled pupils out of a shared message that has not gone yet."""
         request_id = narrowed.request_id
         pupil_ids = [p.pupil_id for p in narrowed.pupils]
-        await conn.execute(
-            update(contact_requests).where(contact_requests.c.request_id == request_id)
-            .values(payload=narrowed.model_dump_json(by_alias=True), updated_at=now))
+        await chains.replace_request(conn, narrowed, now)
         await conn.execute(
             update(family_contacts).where(family_contacts.c.request_id == request_id)
             .values(pupil_ids=pupil_ids))
-        pending = (await conn.execute(
-            select(notifications.c.id, notifications.c.kind, notifications.c.family_index,
-                   notifications.c.recipient_ref, notifications.c.channel)
-            .where(notifications.c.request_id == request_id,
-                   notifications.c.status == "pending"))).all()
+        pending = await notification_store.pending_of(conn, request_id)
         note = (f"rewritten without {len(cancel.pupil_ids)} pupil(s): "
                 f"{cancelled_note(cancel.reason)}")
         for row in pending:
@@ -118,19 +107,16 @@ class Cancellations:
             [rendered] = [r for r in notification_rows(
                 self._templates, narrowed, recipient, kind=row.kind, now=now,
                 family_index=row.family_index) if r["channel"] == row.channel]
-            await conn.execute(
-                update(notifications).where(notifications.c.id == row.id,
-                                            notifications.c.status == "pending")
-                .values(body=rendered["body"], subject=rendered["subject"],
-                        html=rendered["html"], pupil_ids=pupil_ids, note=note,
-                        updated_at=now))
+            await notification_store.rewrite_pending(conn, row.id, rendered, pupil_ids, note,
+                                                     now)
         log.info("notifier.request.narrowed request_id=%s rewritten=%d", request_id,
                  len(pending))
 
 
-def _recipient_of(request: ContactRequest, row: Row[Any]) -> Recipient | None:
+def _recipient_of(request: ContactRequest, row: AnyRow) -> Recipient | None:
     if row.kind == "family":
-        return request.family[row.family_index]
+        index: int = row.family_index
+        return request.family[index]
     candidates = request.unreachable if row.kind == "unreachable" else request.recipients
     ref = row.recipient_ref.removeprefix("unreachable:")
     return next((r for r in candidates if r.ref == ref), None)
@@ -139,51 +125,11 @@ def _recipient_of(request: ContactRequest, row: Row[Any]) -> Recipient | None:
 async def _cancel_all(conn: AsyncConnection, cancel: ContactCancelled,
                       cancelled_pupils: list[str], now: dt.datetime) -> list[Row[Any]]:
     note = cancelled_note(cancel.reason)
-    await _stop_chain(conn, cancel, cancelled_pupils, now)
-    pending = (await conn.execute(
-        update(notifications)
-        .where(notifications.c.request_id == cancel.request_id,
-               notifications.c.status == "pending")
-        .values(status="cancelled", note=note, updated_at=now)
-        .returning(notifications.c.rule, notifications.c.channel)
-    )).all()
-    # Claimed rows are the dispatcher's to settle: its guard sees the flag before any send.
-    claimed = await conn.execute(
-        update(notifications)
-        .where(notifications.c.request_id == cancel.request_id,
-               notifications.c.status == "sending",
-               notifications.c.cancel_requested == false())
-        .values(cancel_requested=True, note=note, updated_at=now)
-    )
+    await chains.cancel(conn, cancel.request_id, cancel.school_urn, cancel.reason,
+                        cancelled_pupils, now)
+    pending = await notification_store.cancel_pending(conn, [cancel.request_id], note, now)
+    claimed = await notification_store.request_cancel_of_claimed(conn, cancel.request_id, note,
+                                                                 now)
     log.info("notifier.request.cancelled request_id=%s pending=%d claimed=%d",
-             cancel.request_id, len(pending), claimed.rowcount)
-    return list(pending)
-
-
-async def _stop_chain(conn: AsyncConnection, cancel: ContactCancelled,
-                      cancelled_pupils: list[str], now: dt.datetime) -> None:
-    """The chain becomes `cancelled` whatever its state; with no request yet, a tombstone that
-    remembers which pupils were cancelled."""
-    insert = dialect_insert(conn.engine)(contact_requests).values(
-        request_id=cancel.request_id, school_urn=cancel.school_urn, rule="", payload="",
-        state="cancelled", position=0, check_at=None, created_at=now, updated_at=now,
-        cancel_reason=cancel.reason, cancelled_pupils=cancelled_pupils)
-    await conn.execute(insert.on_conflict_do_update(
-        index_elements=[contact_requests.c.request_id],
-        set_={"state": "cancelled", "check_at": None, "cancel_reason": cancel.reason,
-              "cancelled_pupils": cancelled_pupils, "updated_at": now},
-    ))
-
-
-async def cancelled_among(conn: AsyncConnection, request_ids: list[str]) -> dict[str, Row[Any]]:
-    """Which of these requests are cancelled (with the reason and whether the chain row is a
-    tombstone still waiting for its request)."""
-    if not request_ids:
-        return {}
-    rows = await conn.execute(
-        select(contact_requests.c.request_id, contact_requests.c.cancel_reason,
-               contact_requests.c.cancelled_pupils,
-               (contact_requests.c.payload == "").label("tombstone"))
-        .where(contact_requests.c.request_id.in_(request_ids),
-               contact_requests.c.state == "cancelled"))
-    return {row.request_id: row for row in rows}
+             cancel.request_id, len(pending), claimed)
+    return pending

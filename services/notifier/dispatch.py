@@ -3,7 +3,12 @@
 Rows are claimed (`sending`) in a short transaction, sent, then settled, so two replicas never
 send the same row and a crash mid-send leaves a claim that is retried after it expires. Held
 (quiet hours) and fallback rows are ordinary rows with a later `due_at`: the same claim covers
-them. A settled family row moves its fallback chain on (notifier.fallback).
+them. The rows themselves are written by notifier.notification_store.
+
+The dispatcher is the one place that moves fallback chains on (notifier.fallback): every due
+chain at the start of each pass, and a family row's chain as soon as that row settles, whether
+by its send here or by a status callback (notifier.webhooks asks `family_rows_settled`). The
+settling transaction marks the chain for a look first, so a crash in between only delays it.
 
 A claimed row may wait a while for its turn at the rate limit, and its request may be cancelled
 meanwhile (notifier.cancellation). So immediately before each provider call, retries included,
@@ -19,16 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from servicekit.clock import Clock
-from servicekit.database import supports_skip_locked
-from sqlalchemy import Row, case, false, literal, select, update
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from notifier import optout
-from notifier.cancellation import SENT_ANYWAY
-from notifier.fallback import FamilyChase, mark_for_check
+from notifier import notification_store, optout
+from notifier.fallback import FamilyChase
 from notifier.metrics import NotifierMetrics
-from notifier.models import notifications
+from notifier.notification_store import Settlement, Status
 from notifier.providers import OutgoingMessage, Provider, ProviderError, ProviderResult
 from notifier.rate_limit import LoopTimer, TokenBucket
 
@@ -97,6 +100,16 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    async def family_rows_settled(self, request_ids: list[str]) -> None:
+        """Family rows of these requests settled: move their chains on now, and send what that
+        creates. A failure leaves the chain marked, for the next pass."""
+        for request_id in dict.fromkeys(request_ids):
+            try:
+                if await self._chase.advance(request_id):
+                    self.wake()
+            except Exception:
+                log.exception("notifier.family.advance_failed request_id=%s", request_id)
+
     async def dispatch_due(self) -> int:
         """Move due fallback chains on, then send everything due now; returns how many
         notifications were settled.
@@ -147,36 +160,14 @@ class Dispatcher:
                     failure = task.exception()  # stop claiming; let the rest settle
 
     async def _claim(self, limit: int) -> list[Row[Any]]:
-        now = self._clock.now()
+        # A claim this old belongs to a process that died mid-send: the message may or may not
+        # have gone, so it is checked with the provider before any resend. Never one of this
+        # process's own: rows in hand may wait their turn at the rate limit while it claims
+        # more (and a test's clock can jump past the expiry).
         async with self._engine.begin() as conn:
-            # A claim this old belongs to a process that died mid-send: the message may or
-            # may not have gone, so it is checked with the provider before any resend.
-            # Never one of this process's own: rows in hand may wait their turn at the rate
-            # limit while it claims more (and a test's clock can jump past the expiry).
-            expired = update(notifications).where(
-                notifications.c.status == "sending",
-                notifications.c.claimed_at < now - self._claim_expiry)
-            if self._holding:
-                expired = expired.where(notifications.c.id.not_in(self._holding))
-            await conn.execute(expired.values(status="pending", uncertain=True))
-            query = (
-                select(notifications.c.id)
-                .where(notifications.c.status == "pending", notifications.c.due_at <= now)
-                .order_by(notifications.c.due_at, notifications.c.created_at)
-                .limit(limit)
-            )
-            if supports_skip_locked(self._engine):
-                query = query.with_for_update(skip_locked=True)
-            ids = (await conn.execute(query)).scalars().all()
-            if not ids:
-                return []
-            # The status condition makes the claim safe where SKIP LOCKED does not exist.
-            claimed = list((await conn.execute(
-                update(notifications)
-                .where(notifications.c.id.in_(ids), notifications.c.status == "pending")
-                .values(status="sending", claimed_at=now, updated_at=now)
-                .returning(*notifications.c)
-            )).all())
+            claimed = await notification_store.claim_due(
+                conn, self._clock.now(), limit, expiry=self._claim_expiry,
+                holding=self._holding)
         self._holding.update(row.id for row in claimed)
         return claimed
 
@@ -255,28 +246,16 @@ class Dispatcher:
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _start_send(self, notification_id: str, claimed_at: dt.datetime) -> bool:
-        """The guard: mark the provider call as started unless a cancellation was recorded or
-        the claim is no longer this one. A cancellation recorded after this commit finds the
-        send started and lets it settle as the provider says."""
+        """The guard. A cancellation recorded after this commit finds the send started and
+        lets it settle as the provider says."""
         async with self._engine.begin() as conn:
-            marked = await conn.execute(
-                update(notifications)
-                .where(notifications.c.id == notification_id,
-                       notifications.c.status == "sending",
-                       notifications.c.claimed_at == claimed_at,
-                       notifications.c.cancel_requested == false())
-                .values(send_started_at=self._clock.now()))
-        return bool(marked.rowcount)
+            return await notification_store.start_send(conn, notification_id, claimed_at,
+                                                       self._clock.now())
 
     async def _cancelled_under_our_claim(self, row: Row[Any]) -> bool:
         """Why the guard refused (rare, so asked only then): a cancellation, or a lost claim."""
         async with self._engine.connect() as conn:
-            now = (await conn.execute(
-                select(notifications.c.status, notifications.c.claimed_at,
-                       notifications.c.cancel_requested)
-                .where(notifications.c.id == row.id))).first()
-        return (now is not None and now.status == "sending"
-                and now.claimed_at == row.claimed_at and bool(now.cancel_requested))
+            return await notification_store.cancelled_under_claim(conn, row)
 
     async def _already_sent(self, message: OutgoingMessage) -> ProviderResult | None:
         try:
@@ -287,57 +266,39 @@ class Dispatcher:
             return None
 
     async def _settle(self, row: Row[Any], delivery: Delivery) -> None:
-        now = self._clock.now()
-        values = self._outcome(row, delivery, now)
-        if not delivery.refused and (delivery.started or delivery.result is not None):
-            # A cancellation recorded after the send started: the record says it went anyway.
-            values["note"] = case(
-                (notifications.c.cancel_requested,
-                 literal(SENT_ANYWAY) + notifications.c.note),
-                else_=notifications.c.note)
-        attempts = delivery.attempts
+        settlement = self._outcome(row, delivery)
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(notifications).where(notifications.c.id == row.id)
-                .values(attempts=row.attempts + attempts, updated_at=now, claimed_at=None,
-                        uncertain=False, **values)
-            )
-            if values["status"] == "suppressed":
-                await optout.opt_out(conn, row.school_urn, row.to, "twilio-21610", now)
-            if row.kind == "family":
-                await mark_for_check(conn, row.request_id, now)
-        self._metrics.notifications.labels(row.rule, row.channel, values["status"]).inc()
+            await notification_store.settle(conn, row, settlement, self._clock.now())
+        self._metrics.notifications.labels(row.rule, row.channel, settlement.status).inc()
         if row.kind == "family":
-            try:
-                if await self._chase.advance(row.request_id):
-                    self.wake()
-            except Exception:
-                log.exception("notifier.family.advance_failed request_id=%s", row.request_id)
+            await self.family_rows_settled([row.request_id])
         async with self._progress:
             self.settled += 1
             self._progress.notify_all()
 
-    def _outcome(self, row: Row[Any], delivery: Delivery, now: dt.datetime) -> dict[str, Any]:
+    def _outcome(self, row: Row[Any], delivery: Delivery) -> Settlement:
         """The settled row's status and what goes with it."""
+        started = not delivery.refused and (delivery.started or delivery.result is not None)
         if delivery.result is not None:
             log.info("notifier.send.sent notification_id=%s channel=%s rule=%s", row.id,
                      row.channel, row.rule)
-            return {"status": "sent", "provider_id": delivery.result.provider_id, "error": None,
-                    "sent_at": now}
+            return Settlement(Status.SENT, delivery.attempts,
+                              provider_id=delivery.result.provider_id, started=started)
         error = delivery.error
         if delivery.refused:
             log.info("notifier.send.cancelled notification_id=%s channel=%s", row.id,
                      row.channel)
-            return {"status": "cancelled",
-                    "error": f"{error.code or ''} {error}".strip() if error else None}
+            return Settlement(Status.CANCELLED, delivery.attempts,
+                              error=f"{error.code or ''} {error}".strip() if error else None)
         assert error is not None
         unsubscribed = error.code == optout.UNSUBSCRIBED_CODE and row.channel == "sms"
-        status = "suppressed" if unsubscribed else "failed"
+        status = Status.SUPPRESSED if unsubscribed else Status.FAILED
         if delivery.attempts:
             self._metrics.provider_errors.labels(row.channel, error.code or "none").inc()
         log.warning("notifier.send.%s notification_id=%s channel=%s code=%s", status, row.id,
                     row.channel, error.code)
-        return {"status": status, "error": f"{error.code or ''} {error}".strip()}
+        return Settlement(status, delivery.attempts, error=f"{error.code or ''} {error}".strip(),
+                          started=started)
 
     async def run(self, poll_seconds: float) -> None:
         while True:

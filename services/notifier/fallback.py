@@ -5,8 +5,12 @@ transaction as the chain's move): it records the decision and gives the officer 
 
 The chain's state lives in `contact_requests` (state, position, check_at), so it survives a
 restart; time comes from the injected clock, never from sleeping. Every step is a conditional
-update on (state, position), so two replicas advancing the same chain cannot both move it. A
-cancelled chain (notifier.cancellation) is never moved again."""
+update on (state, position) (notifier.chains), so two replicas advancing the same chain cannot
+both move it. A cancelled chain (notifier.cancellation) is never moved again.
+
+Chains are moved on by the dispatcher alone (notifier.dispatch): `run_due` at every pass, and
+`advance` when one of the chain's family rows settles (by its send or a status callback), after
+the settling transaction has marked the chain for a look."""
 
 from __future__ import annotations
 
@@ -14,23 +18,25 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from broker_messages.contact import ContactRequest, FamilyUnreachable
 from broker_messages.topology import FAMILY_UNREACHABLE_ROUTING_KEY
 from servicekit.clock import Clock
-from servicekit.database import dialect_insert, supports_skip_locked
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from notifier import chains, notification_store
+from notifier.chains import ChainState
 from notifier.compose import notification_rows
-from notifier.models import contact_requests, notifications, outbox
+from notifier.models import outbox
+from notifier.notification_store import Status
 from notifier.templates import TemplateLibrary
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["reached", "waiting", "exhausted"]
-NOT_DELIVERED = frozenset({"failed", "undelivered", "suppressed", "cancelled"})
+NOT_DELIVERED = frozenset({Status.FAILED, Status.UNDELIVERED, Status.SUPPRESSED,
+                           Status.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class ChannelState:
 
 def reached(channel: str, status: str) -> bool:
     """A contact is reached when any channel is delivered; email accepted by SMTP counts."""
-    return status == "delivered" or (channel == "email" and status == "sent")
+    return status == Status.DELIVERED or (channel == "email" and status == Status.SENT)
 
 
 def contact_outcome(states: Iterable[ChannelState], now: dt.datetime,
@@ -57,7 +63,7 @@ def contact_outcome(states: Iterable[ChannelState], now: dt.datetime,
     for state in states:
         if state.status in NOT_DELIVERED:
             continue
-        if state.status == "sent" and state.sent_at is not None:
+        if state.status == Status.SENT and state.sent_at is not None:
             expires = state.sent_at + wait
             if expires <= now:
                 continue
@@ -79,16 +85,16 @@ class FamilyChase:
         self._on_published = on_published
 
     async def run_due(self) -> int:
-        """Look again at every chain whose check time has come; returns rows created."""
-        query = (select(contact_requests.c.request_id)
-                 .where(contact_requests.c.state == "chasing",
-                        contact_requests.c.check_at <= self._clock.now())
-                 .order_by(contact_requests.c.check_at).limit(500))
+        """Look again at every chain whose check time has come (a receipt wait over, a family
+        row settled and not yet looked at); returns rows created."""
         async with self._engine.connect() as conn:
-            due = (await conn.execute(query)).scalars().all()
+            due = await chains.due_for_check(conn, self._clock.now())
         created = 0
         for request_id in due:
-            created += await self.advance(request_id)
+            try:
+                created += await self.advance(request_id)
+            except Exception:  # its check time stays: the next run looks again
+                log.exception("notifier.family.advance_failed request_id=%s", request_id)
         return created
 
     async def advance(self, request_id: str) -> int:
@@ -102,41 +108,32 @@ class FamilyChase:
         """As `advance`; also says whether triage was told the family is unreachable."""
         now = self._clock.now()
         async with self._engine.begin() as conn:
-            query = select(contact_requests).where(contact_requests.c.request_id == request_id)
-            if supports_skip_locked(self._engine):
-                query = query.with_for_update()
-            chain = (await conn.execute(query)).first()
-            if chain is None or chain.state != "chasing":
+            chain = await chains.locked(conn, request_id)
+            if chain is None or chain.state != ChainState.CHASING:
                 return 0, False
-            rows = (await conn.execute(
-                select(notifications.c.channel, notifications.c.status, notifications.c.sent_at,
-                       notifications.c.family_index)
-                .where(notifications.c.request_id == request_id,
-                       notifications.c.kind == "family")
-            )).all()
+            rows = await notification_store.family_rows(conn, request_id)
             if any(reached(row.channel, row.status) for row in rows):
-                await self._move(conn, chain, now, state="reached")
+                await chains.move(conn, chain, "reach", now, state=ChainState.REACHED)
                 log.info("notifier.family.reached request_id=%s", request_id)
                 return 0, False
             outcome, recheck = contact_outcome(
                 (ChannelState(r.channel, r.status, r.sent_at) for r in rows
                  if r.family_index == chain.position), now, self._wait)
             if outcome != "exhausted":
-                await conn.execute(update(contact_requests)
-                                   .where(contact_requests.c.request_id == request_id)
-                                   .values(check_at=recheck, updated_at=now))
+                await chains.check_again_at(conn, request_id, recheck, now)
                 return 0, False
             request = ContactRequest.model_validate_json(chain.payload)
             position = chain.position + 1
             if position < len(request.family):
-                if not await self._move(conn, chain, now, position=position):
+                if not await chains.move(conn, chain, "next_contact", now, position=position):
                     return 0, False
                 new_rows = notification_rows(self._templates, request, request.family[position],
                                              kind="family", family_index=position, now=now)
                 log.info("notifier.family.fallback request_id=%s contact_ref=%s", request_id,
                          request.family[position].ref)
             else:
-                if not await self._move(conn, chain, now, state="unreachable"):
+                if not await chains.move(conn, chain, "exhaust", now,
+                                         state=ChainState.UNREACHABLE):
                     return 0, False
                 await _announce_unreachable(conn, request, now)
                 new_rows = [row for recipient in request.unreachable
@@ -144,22 +141,8 @@ class FamilyChase:
                                                          kind="unreachable", now=now)]
                 log.warning("notifier.family.unreachable request_id=%s alerts=%d", request_id,
                             len(new_rows))
-            if new_rows:
-                await conn.execute(dialect_insert(self._engine)(notifications)
-                                   .values(new_rows).on_conflict_do_nothing())
+            await notification_store.add(conn, new_rows)
             return len(new_rows), position >= len(request.family)
-
-    async def _move(self, conn: AsyncConnection, chain: Any, now: dt.datetime, *,
-                    state: str = "chasing", position: int | None = None) -> bool:
-        result = await conn.execute(
-            update(contact_requests)
-            .where(contact_requests.c.request_id == chain.request_id,
-                   contact_requests.c.state == "chasing",
-                   contact_requests.c.position == chain.position)
-            .values(state=state, position=chain.position if position is None else position,
-                    check_at=None, updated_at=now)
-        )
-        return bool(result.rowcount)
 
 
 async def _announce_unreachable(conn: AsyncConnection, request: ContactRequest,
@@ -173,12 +156,3 @@ async def _announce_unreachable(conn: AsyncConnection, request: ContactRequest,
     await conn.execute(outbox.insert().values(
         message_id=request.request_id, routing_key=FAMILY_UNREACHABLE_ROUTING_KEY,
         body=event.model_dump_json(by_alias=True).encode(), created_at=now))
-
-
-async def mark_for_check(conn: AsyncConnection, request_id: str, now: dt.datetime) -> None:
-    """Ask the sweep to look at a chain (a family row settled), in the caller's transaction, so
-    a crash before `advance` runs delays the fallback instead of losing it."""
-    await conn.execute(update(contact_requests)
-                       .where(contact_requests.c.request_id == request_id,
-                              contact_requests.c.state == "chasing")
-                       .values(check_at=now))

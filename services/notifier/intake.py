@@ -4,7 +4,8 @@ Professional `recipients` get their notifications at once; the request's `family
 (notifier.fallback) that starts with the first contact. The unique keys (request_id, recipient,
 channel) and request_id make a redelivered or republished request a no-op: at-least-once in,
 exactly-once effect out. A request cancelled before it arrived (notifier.cancellation) is
-stored with every row `cancelled`: nothing of it is ever sent."""
+stored with every row `cancelled`: nothing of it is ever sent. Chains and notifications are
+stored through their owners (notifier.chains, notifier.notification_store)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from broker_messages.contact import ContactRequest
 from jinja2 import TemplateError
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
-from sqlalchemy import Row, Table, update
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifier.cancellation import cancelled_among, cancelled_note, without_pupils
+from notifier import chains, notification_store
+from notifier.cancellation import cancelled_note, without_pupils
 from notifier.compose import notification_rows
 from notifier.metrics import NotifierMetrics
-from notifier.models import contact_requests, family_contacts, notifications
+from notifier.models import family_contacts
+from notifier.notification_store import Status
 from notifier.templates import TemplateLibrary
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ class Intake:
         now = self._clock.now()
         verdicts: list[str | None] = []
         rows: list[dict[str, Any]] = []
-        chains: list[dict[str, Any]] = []
+        new_chains: list[dict[str, Any]] = []
         contacts: list[dict[str, Any]] = []
         accepted: dict[str, ContactRequest] = {}
         for request in requests:
@@ -52,19 +55,20 @@ class Intake:
                 continue
             verdicts.append(None)
             accepted[request.request_id] = request
-            chains.append(_chain(request, now))
+            new_chains.append(chains.new_chain(request, now))
             contacts.extend(_family_contacts(request, now))
         async with self._engine.begin() as conn:
             # The chain rows first: a cancellation writes the same key (see its module).
-            await _insert(conn, contact_requests, chains)
-            cancelled = await cancelled_among(conn, [chain["request_id"] for chain in chains])
+            await chains.open_chains(conn, new_chains)
+            cancelled = await chains.cancelled_among(
+                conn, [chain["request_id"] for chain in new_chains])
             if cancelled:
                 rows, contacts = await self._narrow_for_tombstones(conn, accepted, cancelled,
                                                                    rows, contacts, now)
-                await _fill_tombstones(conn, chains, cancelled)
+                await _fill_tombstones(conn, new_chains, cancelled)
                 _cancel_rows(rows, cancelled)
-            await _insert(conn, family_contacts, contacts)
-            await _insert(conn, notifications, rows)
+            await _insert_family_contacts(conn, contacts)
+            await notification_store.add(conn, rows)
         for row in rows:
             # Counted once: when the request first arrives (a redelivery inserts nothing).
             found = cancelled.get(row["request_id"])
@@ -90,9 +94,7 @@ class Intake:
             rows = [r for r in rows if r["request_id"] != request_id] + self._rows(narrowed, now)
             contacts = [c for c in contacts if c["request_id"] != request_id] + (
                 _family_contacts(narrowed, now))
-            await conn.execute(
-                update(contact_requests).where(contact_requests.c.request_id == request_id)
-                .values(_chain(narrowed, now) | {"cancel_reason": None}))
+            await chains.revive(conn, narrowed, now)
             log.info("notifier.request.arrived_narrowed request_id=%s", request_id)
         return rows, contacts
 
@@ -105,20 +107,6 @@ class Intake:
             rows.extend(notification_rows(self._templates, request, request.family[0],
                                           kind="family", family_index=0, now=now))
         return rows
-
-
-def _chain(request: ContactRequest, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "request_id": request.request_id,
-        "school_urn": request.school.urn,
-        "rule": request.rule,
-        "payload": request.model_dump_json(by_alias=True),
-        "state": "chasing" if request.family else "none",
-        "position": 0,
-        "check_at": None,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def _family_contacts(request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
@@ -134,25 +122,20 @@ def _family_contacts(request: ContactRequest, now: dt.datetime) -> list[dict[str
 def _cancel_rows(rows: list[dict[str, Any]], cancelled: dict[str, Row[Any]]) -> None:
     for row in rows:
         if (found := cancelled.get(row["request_id"])) is not None:
-            row.update(status="cancelled", note=cancelled_note(found.cancel_reason or ""))
+            row.update(status=Status.CANCELLED, note=cancelled_note(found.cancel_reason or ""))
 
 
-async def _fill_tombstones(conn: AsyncConnection, chains: list[dict[str, Any]],
+async def _fill_tombstones(conn: AsyncConnection, new_chains: list[dict[str, Any]],
                            cancelled: dict[str, Row[Any]]) -> None:
-    """A cancellation that came first left an empty chain row: record what it cancelled."""
-    for chain in chains:
+    for chain in new_chains:
         found = cancelled.get(chain["request_id"])
         if found is not None and found.tombstone:
-            await conn.execute(
-                update(contact_requests)
-                .where(contact_requests.c.request_id == chain["request_id"],
-                       contact_requests.c.payload == "")
-                .values(rule=chain["rule"], payload=chain["payload"]))
+            await chains.fill_tombstone(conn, chain)
             log.info("notifier.request.arrived_cancelled request_id=%s", chain["request_id"])
 
 
-async def _insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+async def _insert_family_contacts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     insert = dialect_insert(conn.engine)
     for start in range(0, len(rows), _CHUNK):
-        await conn.execute(insert(table).values(rows[start : start + _CHUNK])
+        await conn.execute(insert(family_contacts).values(rows[start : start + _CHUNK])
                            .on_conflict_do_nothing())

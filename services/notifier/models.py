@@ -71,6 +71,20 @@ notifications = Table(
     Index("ix_notifications_to", "to"),
 )
 
+# Twilio status callbacks that came before their provider id was recorded (the provider can
+# answer the webhook faster than the sender commits its answer): applied when the id is
+# recorded (notifier.notification_store), deleted after a day if it never is.
+early_status_callbacks = Table(
+    "early_status_callbacks",
+    metadata,
+    Column("provider_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("provider_id", "status", name="pk_early_status_callbacks"),
+    Index("ix_early_status_callbacks_received", "received_at"),
+)
+
 # Every contact request as received: the fallback chain's state, and what replies match against.
 contact_requests = Table(
     "contact_requests",

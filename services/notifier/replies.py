@@ -20,11 +20,12 @@ from broker_messages.contact import ReplyReceived
 from broker_messages.topology import REPLY_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notifier import optout
+from notifier import chains, notification_store, optout
 from notifier.cancellation import cancelled_note
+from notifier.chains import ChainState
 from notifier.models import (
     contact_requests,
     family_contacts,
@@ -33,9 +34,10 @@ from notifier.models import (
     outbox,
     replies,
 )
+from notifier.notification_store import Status
 
 # A message that reached (or is reaching) the number: what a reply can be an answer to.
-_ANSWERABLE = ("sending", "sent", "delivered")
+_ANSWERABLE = (Status.SENDING, Status.SENT, Status.DELIVERED)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ class ReplyDesk:
             .where(notifications.c.to == phone, notifications.c.kind == "family",
                    notifications.c.channel.in_(("sms", "voice")),
                    notifications.c.status.in_(_ANSWERABLE),
-                   contact_requests.c.state != "cancelled",
+                   contact_requests.c.state != ChainState.CANCELLED,
                    texted_at >= now - self._match_window)
             .order_by(texted_at.desc(), notifications.c.id)
         )
@@ -144,17 +146,10 @@ class ReplyDesk:
             message_id=reply_id, routing_key=REPLY_ROUTING_KEY,
             body=event.model_dump_json(by_alias=True).encode(), created_at=now))
         requests = sorted(match.request_ids)
-        await conn.execute(
-            update(contact_requests)
-            .where(contact_requests.c.request_id.in_(requests),
-                   contact_requests.c.state == "chasing")
-            .values(state="replied", check_at=None, updated_at=now))
-        await conn.execute(
-            update(notifications)
-            .where(notifications.c.request_id.in_(requests), notifications.c.kind == "family",
-                   notifications.c.status == "pending")
-            .values(status="cancelled", error="the family replied",
-                    note=cancelled_note("the family replied"), updated_at=now))
+        await chains.stop_for_reply(conn, requests, now)
+        await notification_store.cancel_pending(
+            conn, requests, cancelled_note("the family replied"), now, family_only=True,
+            error="the family replied")
 
 
 async def _first_time(conn: AsyncConnection, message_sid: str, now: dt.datetime) -> bool:

@@ -1,7 +1,9 @@
 """Twilio webhooks (docs/contract.md §5): delivery status callbacks and inbound SMS.
 
 Both validate X-Twilio-Signature against PUBLIC_BASE_URL + path with the twilio library's
-RequestValidator; an invalid or missing signature gets 403 and changes nothing."""
+RequestValidator; an invalid or missing signature gets 403 and changes nothing. A status is
+recorded by notifier.notification_store (kept there if it came before its provider id); a
+family row's chain is then moved on by the dispatcher (`family_rows_settled`)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from sqlalchemy import update
 from twilio.request_validator import RequestValidator
 
-from notifier import optout
-from notifier.fallback import mark_for_check
-from notifier.models import notifications
+from notifier import notification_store, optout
+from notifier.notification_store import Status
 
 if TYPE_CHECKING:
     from notifier.app import NotifierService
@@ -24,13 +24,11 @@ log = logging.getLogger(__name__)
 
 webhooks = APIRouter(prefix="/twilio", tags=["twilio"])
 
-# Statuses only move forward; a late or repeated callback cannot undo a later state.
-_RANK = {"pending": 0, "sending": 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2,
-         "suppressed": 3, "cancelled": 3}
 # Message statuses, and call statuses: a call not answered counts as not delivered.
-_TWILIO_STATUS = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered",
-                  "failed": "failed", "completed": "delivered", "busy": "undelivered",
-                  "no-answer": "undelivered", "canceled": "failed"}
+_TWILIO_STATUS = {"sent": Status.SENT, "delivered": Status.DELIVERED,
+                  "undelivered": Status.UNDELIVERED, "failed": Status.FAILED,
+                  "completed": Status.DELIVERED, "busy": Status.UNDELIVERED,
+                  "no-answer": Status.UNDELIVERED, "canceled": Status.FAILED}
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -63,35 +61,24 @@ async def twilio_status(request: Request) -> Response:
     sid = params.get("MessageSid") or params.get("CallSid")
     status = _TWILIO_STATUS.get(params.get("MessageStatus") or params.get("CallStatus") or "")
     error_code = params.get("ErrorCode") or None
-    if status in ("failed", "undelivered") and error_code == optout.UNSUBSCRIBED_CODE:
-        status = "suppressed"
+    if status in (Status.FAILED, Status.UNDELIVERED) and error_code == optout.UNSUBSCRIBED_CODE:
+        status = Status.SUPPRESSED
     if not sid or not status:
         return Response(status_code=204)
-    now = service.clock.now()
-    lower = [name for name, rank in _RANK.items() if rank < _RANK[status]]
     async with service.engine.begin() as conn:
-        changed = await conn.execute(
-            update(notifications)
-            .where(notifications.c.provider_id == sid, notifications.c.status.in_(lower))
-            .values(status=status, updated_at=now, error=error_code)
-            .returning(notifications.c.id, notifications.c.request_id, notifications.c.kind,
-                       notifications.c.channel, notifications.c.school_urn, notifications.c.to)
-        )
-        rows = changed.all()
-        for row in rows:
-            if status == "suppressed" and row.channel == "sms":
-                await optout.opt_out(conn, row.school_urn, row.to, "twilio-21610", now)
-            if row.kind == "family":
-                await mark_for_check(conn, row.request_id, now)
-    service.metrics.callbacks.labels("applied" if rows else "ignored").inc()
-    for row in rows:
+        receipt = await notification_store.record_receipt(conn, sid, status, error_code,
+                                                          service.clock.now())
+    if receipt.early:
+        # docs/reliability.md "Early status callbacks": applied when the id is recorded.
+        service.metrics.callbacks.labels("early").inc()
+        log.info("notifier.status.early provider_id=%s status=%s", sid, status)
+        return Response(status_code=204)
+    service.metrics.callbacks.labels("applied" if receipt.changed else "ignored").inc()
+    for row in receipt.changed:
         log.info("notifier.status.applied notification_id=%s status=%s", row.id, status)
-        if row.kind == "family" and service.chase is not None:
-            try:
-                if await service.chase.advance(row.request_id) and service.dispatcher:
-                    service.dispatcher.wake()
-            except Exception:
-                log.exception("notifier.family.advance_failed request_id=%s", row.request_id)
+    family = [row.request_id for row in receipt.changed if row.kind == "family"]
+    if family and service.dispatcher is not None:
+        await service.dispatcher.family_rows_settled(family)
     return Response(status_code=204)
 
 

@@ -33,7 +33,7 @@ import hmac
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Self
@@ -86,6 +86,9 @@ class TwilioStub:
         # Called after a message is accepted and before the answer goes back: a test can
         # crash the sender exactly where the answer would be lost.
         self.on_accepted: Callable[[dict[str, Any]], None] | None = None
+        # Awaited at the same point: real Twilio may post a status callback before the sender
+        # has its answer (and so before the sender has recorded the message's sid).
+        self.before_answer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._faults: deque[_Fault] = deque()
         self._delays: deque[float] = deque()
         self._late_answers: deque[float] = deque()
@@ -193,6 +196,8 @@ class TwilioStub:
                 self._changed.notify_all()
             if self.on_accepted is not None:
                 self.on_accepted(record)
+            if self.before_answer is not None:
+                await self.before_answer(record)
             if self._late_answers:
                 try:
                     await asyncio.wait_for(self._closing.wait(), self._late_answers.popleft())

@@ -1,0 +1,314 @@
+"""The notification log (`notifications`, docs/contract.md §4) and the status callbacks that
+came too early for it (`early_status_callbacks`). This module is the only writer of both: the
+intake and the chase store new rows here, the dispatcher claims and settles them, cancellations
+and replies cancel them, the Twilio webhook records receipts.
+
+Every status change is a conditional UPDATE on the statuses it may start from
+(`TRANSITIONS`, `RECEIPTS`), and its row count says whether it happened. The claim, its expiry,
+the send guard and `cancel_requested` are what make sending exactly-once through crashes
+(notifier.dispatch).
+
+A receipt can come before the provider id it names is recorded: the provider may call back
+before the sender has committed its answer. It is kept, and applied in the transaction that
+records the id, so the row ends as the callback said, with the same consequences. Recording an
+id and looking for its callback both take a per-id lock first (PostgreSQL; SQLite has one
+writer at a time), so the two cannot miss each other."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from servicekit.database import dialect_insert, supports_skip_locked
+from sqlalchemy import Row, case, delete, false, literal, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notifier import chains, optout
+from notifier.models import early_status_callbacks, notifications
+
+_CHUNK = 400
+# A row of any columns (a select of a few of them).
+AnyRow = Row[*tuple[Any, ...]]
+# Early callbacks whose id is never recorded (a send abandoned after Twilio took it) go after.
+EARLY_CALLBACK_RETENTION = dt.timedelta(days=1)
+# Namespace of the per-provider-id advisory locks (PostgreSQL's two-key form).
+_PROVIDER_ID_LOCKS = 0x4E0715
+
+# Prefixed to the note of a row whose provider call had already started when the cancellation
+# was recorded: it settles as the provider says, and staff can see why it went anyway.
+SENT_ANYWAY = "cancellation arrived while this message was being sent; "
+
+
+class Status(StrEnum):
+    """Stored as these strings (docs/contract.md §4; `sending` is shown as `pending`)."""
+
+    PENDING = "pending"
+    SENDING = "sending"  # claimed by a dispatcher
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+
+
+_OPEN = frozenset({Status.PENDING, Status.SENDING})
+_RECEIPTED = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED})
+
+# transition -> the statuses it may start from.
+TRANSITIONS: dict[str, frozenset[Status]] = {
+    "claim": frozenset({Status.PENDING}),
+    # A claim older than the expiry belongs to a process that died mid-send.
+    "release_expired": frozenset({Status.SENDING}),
+    # What the provider said about a claimed row. `pending`: another process found the claim
+    # expired and released it meanwhile; what this one heard still stands, and recording it
+    # stops a second send. `cancelled`: released, then cancelled while this send was under
+    # way; if it went, the record must say so.
+    "settle": _OPEN | {Status.CANCELLED},
+    # Not sent yet and no longer wanted (a cancellation, a reply).
+    "cancel": frozenset({Status.PENDING}),
+}
+# docs/contract.md §4: a status only moves forward; a late or repeated receipt never undoes a
+# later state. Receipt status -> the statuses it may replace.
+RECEIPTS: dict[Status, frozenset[Status]] = {
+    Status.SENT: _OPEN,
+    Status.DELIVERED: _OPEN | {Status.SENT},
+    Status.UNDELIVERED: _OPEN | {Status.SENT},
+    Status.FAILED: _OPEN | {Status.SENT},
+    Status.SUPPRESSED: _OPEN | {Status.SENT} | _RECEIPTED,
+}
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a claimed row's sending ended, as the dispatcher heard it."""
+
+    status: Status
+    attempts: int
+    error: str | None = None
+    provider_id: str | None = None
+    # A provider call started: a cancellation recorded since did not stop it.
+    started: bool = False
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What one status callback did: rows changed, or kept until its id is recorded."""
+
+    changed: list[Row[Any]]
+    early: bool = False
+
+
+async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Store new rows (notifier.compose); one already stored under its key is left alone."""
+    insert = dialect_insert(conn.engine)
+    for start in range(0, len(rows), _CHUNK):
+        await conn.execute(insert(notifications).values(rows[start : start + _CHUNK])
+                           .on_conflict_do_nothing())
+
+
+async def claim_due(conn: AsyncConnection, now: dt.datetime, limit: int, *,
+                    expiry: dt.timedelta, holding: set[Any]) -> list[Row[Any]]:
+    """Release expired claims (except `holding`, this process's own), then claim due rows."""
+    expired = update(notifications).where(
+        notifications.c.status.in_(TRANSITIONS["release_expired"]),
+        notifications.c.claimed_at < now - expiry)
+    if holding:
+        expired = expired.where(notifications.c.id.not_in(holding))
+    # The message may or may not have gone: the provider is asked before any resend.
+    await conn.execute(expired.values(status=Status.PENDING, uncertain=True))
+    query = (select(notifications.c.id)
+             .where(notifications.c.status.in_(TRANSITIONS["claim"]),
+                    notifications.c.due_at <= now)
+             .order_by(notifications.c.due_at, notifications.c.created_at)
+             .limit(limit))
+    if supports_skip_locked(conn.engine):
+        query = query.with_for_update(skip_locked=True)
+    ids = (await conn.execute(query)).scalars().all()
+    if not ids:
+        return []
+    # The status condition makes the claim safe where SKIP LOCKED does not exist.
+    return list((await conn.execute(
+        update(notifications)
+        .where(notifications.c.id.in_(ids), notifications.c.status.in_(TRANSITIONS["claim"]))
+        .values(status=Status.SENDING, claimed_at=now, updated_at=now)
+        .returning(*notifications.c))).all())
+
+
+async def start_send(conn: AsyncConnection, notification_id: str, claimed_at: dt.datetime,
+                     now: dt.datetime) -> bool:
+    """The send guard: mark the provider call as started unless a cancellation was recorded
+    or the claim is no longer this one."""
+    marked = await conn.execute(
+        update(notifications)
+        .where(notifications.c.id == notification_id,
+               notifications.c.status == Status.SENDING,
+               notifications.c.claimed_at == claimed_at,
+               notifications.c.cancel_requested == false())
+        .values(send_started_at=now))
+    return bool(marked.rowcount)
+
+
+async def cancelled_under_claim(conn: AsyncConnection, row: Row[Any]) -> bool:
+    """Why the guard refused: a cancellation under this claim (True), or a lost claim."""
+    now = (await conn.execute(
+        select(notifications.c.status, notifications.c.claimed_at,
+               notifications.c.cancel_requested)
+        .where(notifications.c.id == row.id))).first()
+    return (now is not None and now.status == Status.SENDING
+            and now.claimed_at == row.claimed_at and bool(now.cancel_requested))
+
+
+async def settle(conn: AsyncConnection, row: Row[Any], settlement: Settlement,
+                 now: dt.datetime) -> Status | None:
+    """Record how a claimed row's sending ended, and apply any receipt that came before its
+    provider id; returns the status it ends in (None: it was settled elsewhere)."""
+    values: dict[str, Any] = {
+        "status": settlement.status, "error": settlement.error,
+        "attempts": row.attempts + settlement.attempts, "updated_at": now, "claimed_at": None,
+        "uncertain": False}
+    if settlement.status == Status.SENT:
+        values.update(provider_id=settlement.provider_id, sent_at=now)
+    if settlement.started:
+        # A cancellation recorded after the send started: the record says it went anyway.
+        values["note"] = case((notifications.c.cancel_requested,
+                               literal(SENT_ANYWAY) + notifications.c.note),
+                              else_=notifications.c.note)
+    if settlement.provider_id:
+        await _lock_provider_id(conn, settlement.provider_id)
+    result = await conn.execute(
+        update(notifications)
+        .where(notifications.c.id == row.id,
+               notifications.c.status.in_(TRANSITIONS["settle"]))
+        .values(**values))
+    if not result.rowcount:
+        return None
+    status = settlement.status
+    if settlement.provider_id:
+        for early in await _take_early(conn, settlement.provider_id):
+            if await _apply_receipt(conn, [notifications.c.id == row.id],
+                                    Status(early.status), early.error, now):
+                status = Status(early.status)
+    await _consequences(conn, row, status, now)
+    return status
+
+
+async def record_receipt(conn: AsyncConnection, provider_id: str, status: Status,
+                         error: str | None, now: dt.datetime) -> Receipt:
+    """A status callback: applied to the row with this provider id where its status allows,
+    or kept for when the id is recorded."""
+    await _lock_provider_id(conn, provider_id)
+    changed = await _apply_receipt(conn, [notifications.c.provider_id == provider_id], status,
+                                   error, now)
+    for row in changed:
+        await _consequences(conn, row, status, now)
+    if changed:
+        return Receipt(changed)
+    known = (await conn.execute(select(notifications.c.id)
+                                .where(notifications.c.provider_id == provider_id)
+                                .limit(1))).first()
+    if known is not None:  # a late or repeated receipt: nothing moves back
+        return Receipt([])
+    await conn.execute(delete(early_status_callbacks).where(
+        early_status_callbacks.c.received_at < now - EARLY_CALLBACK_RETENTION))
+    await conn.execute(
+        dialect_insert(conn.engine)(early_status_callbacks)
+        .values(provider_id=provider_id, status=status, error=error, received_at=now)
+        .on_conflict_do_nothing())
+    return Receipt([], early=True)
+
+
+async def cancel_pending(conn: AsyncConnection, request_ids: list[str], note: str,
+                         now: dt.datetime, *, family_only: bool = False,
+                         error: str | None = None) -> list[Row[Any]]:
+    """Cancel the requests' rows not yet claimed; returns them (rule, channel)."""
+    query = update(notifications).where(notifications.c.request_id.in_(request_ids),
+                                        notifications.c.status.in_(TRANSITIONS["cancel"]))
+    if family_only:
+        query = query.where(notifications.c.kind == "family")
+    values: dict[str, Any] = {"status": Status.CANCELLED, "note": note, "updated_at": now}
+    if error is not None:
+        values["error"] = error
+    return list((await conn.execute(
+        query.values(**values).returning(notifications.c.rule, notifications.c.channel))).all())
+
+
+async def request_cancel_of_claimed(conn: AsyncConnection, request_id: str, note: str,
+                                    now: dt.datetime) -> int:
+    """Claimed rows are the dispatcher's to settle: its guard sees the flag before any send."""
+    flagged = await conn.execute(
+        update(notifications)
+        .where(notifications.c.request_id == request_id,
+               notifications.c.status == Status.SENDING,
+               notifications.c.cancel_requested == false())
+        .values(cancel_requested=True, note=note, updated_at=now))
+    return int(flagged.rowcount)
+
+
+async def pending_of(conn: AsyncConnection, request_id: str) -> list[AnyRow]:
+    return list((await conn.execute(
+        select(notifications.c.id, notifications.c.kind, notifications.c.family_index,
+               notifications.c.recipient_ref, notifications.c.channel)
+        .where(notifications.c.request_id == request_id,
+               notifications.c.status == Status.PENDING))).all())
+
+
+async def rewrite_pending(conn: AsyncConnection, notification_id: str,
+                          rendered: dict[str, Any], pupil_ids: list[str], note: str,
+                          now: dt.datetime) -> None:
+    """A message not claimed yet, re-rendered (siblings taken out of it)."""
+    await conn.execute(
+        update(notifications).where(notifications.c.id == notification_id,
+                                    notifications.c.status == Status.PENDING)
+        .values(body=rendered["body"], subject=rendered["subject"], html=rendered["html"],
+                pupil_ids=pupil_ids, note=note, updated_at=now))
+
+
+async def family_rows(conn: AsyncConnection, request_id: str) -> list[AnyRow]:
+    """Every family row of a request: what the chase decides from."""
+    return list((await conn.execute(
+        select(notifications.c.channel, notifications.c.status, notifications.c.sent_at,
+               notifications.c.family_index)
+        .where(notifications.c.request_id == request_id,
+               notifications.c.kind == "family"))).all())
+
+
+async def _apply_receipt(conn: AsyncConnection, where: list[Any], status: Status,
+                         error: str | None, now: dt.datetime) -> list[Row[Any]]:
+    return list((await conn.execute(
+        update(notifications)
+        .where(*where, notifications.c.status.in_(RECEIPTS[status]))
+        .values(status=status, updated_at=now, error=error)
+        .returning(notifications.c.id, notifications.c.request_id, notifications.c.kind,
+                   notifications.c.channel, notifications.c.school_urn,
+                   notifications.c.to))).all())
+
+
+async def _consequences(conn: AsyncConnection, row: Row[Any], status: Status,
+                        now: dt.datetime) -> None:
+    """What a settled or receipted row means beyond itself, in the same transaction."""
+    if status == Status.SUPPRESSED and row.channel == "sms":
+        await optout.opt_out(conn, row.school_urn, row.to, "twilio-21610", now)
+    if row.kind == "family":
+        await chains.mark_for_check(conn, row.request_id, now)
+
+
+async def _take_early(conn: AsyncConnection, provider_id: str) -> list[Row[Any]]:
+    early = list((await conn.execute(
+        select(early_status_callbacks)
+        .where(early_status_callbacks.c.provider_id == provider_id)
+        .order_by(early_status_callbacks.c.received_at))).all())
+    if early:
+        await conn.execute(delete(early_status_callbacks)
+                           .where(early_status_callbacks.c.provider_id == provider_id))
+    return early
+
+
+async def _lock_provider_id(conn: AsyncConnection, provider_id: str) -> None:
+    if conn.engine.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                           {"space": _PROVIDER_ID_LOCKS,
+                            "key": zlib.crc32(provider_id.encode()) - 2**31})
