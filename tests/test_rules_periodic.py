@@ -23,6 +23,9 @@ CHECKS = [
     pytest.param(at(dt.date(2026, 11, 28), 10), None, id="once a school day: not on Saturday"),
     pytest.param(at(dt.date(2026, 9, 3), 10), None,
                  id="the first day of term has no earlier school day to check"),
+    pytest.param(at(dt.date(2026, 9, 4), 10), None,
+                 id="within 5 school days: an N of the term's first day is not yet due on "
+                    "its second"),
 ]
 
 

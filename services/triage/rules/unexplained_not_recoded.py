@@ -46,7 +46,7 @@ def days_to_check(now: dt.datetime, calendar: SchoolCalendar, policy: Policy,
     if not calendar.is_school_day(today) or now < registers_closed_at(today, policy, tz):
         return None
     newest = calendar.school_days_back(today, policy.recode_within_days)
-    if newest >= today:
+    if calendar.nth_school_day(newest, policy.recode_within_days + 1) != today:
         return None  # the calendar does not reach back far enough yet
     return calendar.school_days_back(newest, policy.max_action_age_days), newest
 
