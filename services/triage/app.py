@@ -1,4 +1,6 @@
-"""Triage service assembly: storage, broker, consumer, scheduler, outbox relay and HTTP API."""
+"""Triage's composition root: settings, storage, broker, consumers, scheduler, outbox relay and
+the HTTP API are built here and nowhere else. Routes reach what they need through
+`triage.deps`, which never imports this module."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
-from servicekit.web import operations_router
+from servicekit.web import operations_router, set_api_token
 
+from triage import deps
 from triage.api import router
 from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
@@ -122,9 +125,8 @@ class TriageService:
 
 def create_app(service: TriageService) -> FastAPI:
     app = FastAPI(title="Absence triage", version="1.0.0")
-    app.state.service = service
-    token = service.settings.api_token
-    app.state.api_token = token.get_secret_value() if token else None
+    deps.install(app, service)
+    set_api_token(app, service.settings.api_token)
     app.include_router(router)
     app.include_router(timeline_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
