@@ -29,8 +29,6 @@ from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.types import TypeDecorator
@@ -98,10 +96,6 @@ def make_engine(url: str) -> AsyncEngine:
         url, pool_size=10, max_overflow=10, pool_pre_ping=True, json_deserializer=orjson.loads,
         connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan",
                                           "random_page_cost": "1.1"}})
-
-
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
 
 
 def dialect_insert(engine: AsyncEngine | str) -> Any:

@@ -71,7 +71,8 @@ class TriageService:
         reply_dead = await reply_channel.get_exchange(topology.REQUESTS_DEAD_EXCHANGE)
         self.events_exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
         requests = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
-        self.relay = OutboxRelay(self.engine, outbox, requests)
+        self.relay = OutboxRelay(self.engine, outbox, requests,
+                                 on_published=self._count_published)
         self.scheduler = Scheduler(self.engine, self.clock, self.schools, self.relay.wake)
         self.consumer = BatchConsumer(
             name="triage",
@@ -98,6 +99,10 @@ class TriageService:
         await self.consumer.start(queue)
         await self.reply_consumer.start(reply_queue)
         log.info("triage.started")
+
+    def _count_published(self, routing_key: str) -> None:
+        if routing_key == topology.CONTACT_REQUEST_ROUTING_KEY:
+            self.metrics.contacts_requested.inc()
 
     def _wake_relay(self) -> None:
         if self.relay is not None:
