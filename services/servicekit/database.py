@@ -138,7 +138,7 @@ def _is_json(table: Table, name: str) -> bool:
 
 
 @functools.cache
-def _unnested(table: Table, names: tuple[str, ...]) -> Select:
+def _unnested(table: Table, names: tuple[str, ...]) -> Select[Any]:
     rows = func.unnest(*[bindparam(f"bulk_{name}", type_=postgresql.ARRAY(
         Text if _is_json(table, name) else table.c[name].type))
         for name in names]).table_valued(*names).render_derived()
@@ -170,13 +170,16 @@ async def bulk_execute(conn: AsyncConnection, statement: Any, table: Table,
     on PostgreSQL only: SQLite's driver returns no rows from executemany."""
     if not rows:
         raise ValueError("bulk_execute needs at least one row")
+    result: CursorResult[Any]
     if conn.dialect.name == "postgresql":
-        return await conn.execute(
+        result = await conn.execute(
             statement, {f"bulk_{name}": [row[name] for row in rows] for name in names})
+        return result
     sql, parameters = _driver_form(statement, table, conn.dialect)
     columns = [[row[name] for row in rows] if form is None
                else _stored(form, [row[name] for row in rows]) for name, form in parameters]
-    return await conn.exec_driver_sql(sql, list(zip(*columns)))
+    result = await conn.exec_driver_sql(sql, list(zip(*columns)))
+    return result
 
 
 @functools.cache

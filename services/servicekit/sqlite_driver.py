@@ -88,14 +88,14 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _trip(self, operation: Any, parameters: Any, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         async with self._adapt_connection._execute_mutex:
-            self._cursor, rows = await connection._execute(
+            self._cursor, rows = await connection._execute(  # type: ignore[no-untyped-call]
                 _run, connection._conn, operation, parameters, many)
             self._rows = collections.deque(rows or ())
 
 
 class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
-    _cursor_cls = _OneTripCursor
+    _cursor_cls = _OneTripCursor  # type: ignore[assignment]  # a subclass, by design
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
