@@ -18,9 +18,10 @@ RUN groupadd --system --gid 10001 app \
 
 WORKDIR /app
 
-# Pinned dependencies first, so this layer is reused until the lock file changes.
+# Pinned runtime dependencies first (hash-checked; no test or lint tools), so this layer is
+# reused until the lock file changes.
 COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 COPY pyproject.toml ./
 COPY services/ services/

@@ -1,19 +1,30 @@
 # Two commands for a newcomer: `make run` and `make test`. Everything else is a helper.
+# `make run` installs the runtime lock only; test, lint, bench and demo add the dev lock.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 
-.PHONY: install run demo test test-fast bench bench-quick services broker lint clean
+.PHONY: install install-dev run demo test test-fast bench bench-quick services broker lint lock clean
 
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PIP) --require-hashes -r requirements.lock
+	$(PIP) --no-deps -e .
 	touch $(STAMP)
+
+# The dev lock pins the runtime packages to the same versions (compiled against requirements.lock).
+$(DEV_STAMP): $(STAMP) requirements-dev.lock
+	$(PIP) --require-hashes -r requirements-dev.lock
+	touch $(DEV_STAMP)
 
 # Start the local RabbitMQ (and PostgreSQL for the tests) if installed but stopped.
 broker:
@@ -25,24 +36,32 @@ services:
 run: install broker
 	@scripts/run-local.sh
 
-demo: install
+demo: install-dev
 	@$(BIN)/python scripts/demo.py
 
-test: install services
+test: install-dev services
 	$(BIN)/python -m pytest
 
-test-fast: install services
+test-fast: install-dev services
 	$(BIN)/python -m pytest -x -q -m "not postgres"
 
 # Benchmarks on the real broker and databases (a fresh vhost per run); figures in bench/results.md.
-bench: install services
+bench: install-dev services
 	$(BIN)/python -m bench
 
-bench-quick: install services
+bench-quick: install-dev services
 	$(BIN)/python -m bench --quick
 
-lint: install
-	$(BIN)/python -m ruff check services tests
+# Style, types (mypy strict, settings in pyproject.toml) and the dependency rules (import-linter).
+lint: install-dev
+	$(BIN)/ruff check services tests scripts bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Re-pin after changing dependencies in pyproject.toml; existing pins are kept unless they must move.
+lock: install-dev
+	$(BIN)/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

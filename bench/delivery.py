@@ -23,7 +23,7 @@ from broker_messages.contact import (
 )
 from notifier.app import NotifierService
 from notifier.models import notifications
-from notifier.settings import NotifierSettings
+from notifier.settings import NotifierSettings, TwilioSettings
 from pydantic import SecretStr
 from servicekit.clock import Clock
 from servicekit.runtime import freeze_startup_objects
@@ -49,12 +49,12 @@ UNLIMITED = 1_000_000.0
 def notifier_settings(amqp_url: str, database_url: str, stub: TwilioStub, workdir: Path,
                       limit: float | None = None) -> NotifierSettings:
     return NotifierSettings(
-        amqp_url=amqp_url, NOTIFIER_DATABASE_URL=database_url,
+        amqp_url=amqp_url, database_url=database_url,
         public_base_url=PUBLIC_BASE_URL, outbox_dir=workdir / "outbox",
-        twilio_account_sid=stub.account_sid, twilio_auth_token=SecretStr(stub.auth_token),
-        twilio_from=SENDER, twilio_api_base=stub.base_url,
-        NOTIFIER_RETRY_INITIAL_SECONDS=0.05, NOTIFIER_DISPATCH_POLL_SECONDS=0.05,
-        NOTIFIER_SMS_PER_SECOND=UNLIMITED if limit is None else limit,
+        twilio=TwilioSettings(account_sid=stub.account_sid, auth_token=SecretStr(stub.auth_token),
+                              sender=SENDER, api_base=stub.base_url),
+        retry_initial_seconds=0.05, dispatch_poll_seconds=0.05,
+        sms_per_second=UNLIMITED if limit is None else limit,
     )
 
 
@@ -197,7 +197,7 @@ async def end_to_end_latency(amqp_url: str, triage_db: str, notifier_db: str, st
     """Marks published at `rate`/s (no amendments: at `not_before` 00:00 an amendment minutes
     later cannot stop a contact already sent); latency = provider arrival - publish."""
     stub.reset()
-    triage = TriageService(triage_settings(amqp_url, triage_db, TRIAGE_SCHEDULER_POLL_SECONDS=0.05),
+    triage = TriageService(triage_settings(amqp_url, triage_db, scheduler_poll_seconds=0.05),
                            clock, run_scheduler=True)
     notifier = NotifierService(notifier_settings(amqp_url, notifier_db, stub, workdir), clock)
     marks = authority.marks[:count]

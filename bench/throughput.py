@@ -69,7 +69,7 @@ async def bare_consume(amqp_url: str, bodies: list[bytes], prefetch: int) -> Rat
 
 
 def triage_settings(amqp_url: str, database_url: str, **extra: object) -> TriageSettings:
-    return TriageSettings(amqp_url=amqp_url, TRIAGE_DATABASE_URL=database_url, **extra)
+    return TriageSettings(amqp_url=amqp_url, database_url=database_url, **extra)
 
 
 async def fill_triage_queue(amqp_url: str, bodies: list[bytes]) -> float:

@@ -103,9 +103,9 @@ def morning_marks(day: dt.date) -> list[dict[str, object]]:
 
 
 def main() -> None:
-    triage = os.environ.get("TRIAGE_URL", f"http://127.0.0.1:{os.environ.get('TRIAGE_PORT', 8001)}")
+    triage = os.environ.get("TRIAGE_URL", f"http://127.0.0.1:{os.environ.get('TRIAGE_PORT', '8001')}")
     notifier = os.environ.get("NOTIFIER_URL",
-                              f"http://127.0.0.1:{os.environ.get('NOTIFIER_PORT', 8002)}")
+                              f"http://127.0.0.1:{os.environ.get('NOTIFIER_PORT', '8002')}")
     headers = {"Authorization": f"Bearer {_token()}"}
     day = _school_day(_now().astimezone(LONDON).date())
     with httpx.Client(headers=headers, timeout=30) as client:

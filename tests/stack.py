@@ -26,7 +26,7 @@ from broker_messages.contact import (
 )
 from notifier.app import NotifierService
 from notifier.app import create_app as notifier_app
-from notifier.settings import NotifierSettings
+from notifier.settings import NotifierSettings, SmtpSettings, TwilioSettings
 from pydantic import SecretStr
 from servicekit.clock import FrozenClock
 from triage.app import TriageService
@@ -94,17 +94,18 @@ class Stack:
         self.smtp = smtp
         self.outbox_dir = workdir / "outbox"
         self.triage_settings = TriageSettings(
-            amqp_url=amqp_url, TRIAGE_DATABASE_URL=database_url,
-            api_token=SecretStr(API_TOKEN), TRIAGE_BATCH_SIZE=50,
+            amqp_url=amqp_url, database_url=database_url,
+            api_token=SecretStr(API_TOKEN), batch_size=50,
         )
         self.notifier_settings = NotifierSettings(
-            amqp_url=amqp_url, NOTIFIER_DATABASE_URL=database_url,
+            amqp_url=amqp_url, database_url=database_url,
             api_token=SecretStr(API_TOKEN), public_base_url=PUBLIC_BASE_URL,
             outbox_dir=self.outbox_dir,
-            twilio_account_sid=twilio.account_sid, twilio_auth_token=SecretStr(twilio.auth_token),
-            twilio_from=SENDER, twilio_api_base=twilio.base_url,
-            smtp_host=smtp.host, smtp_port=smtp.port, smtp_from="attendance@school.example",
-            **{"NOTIFIER_RETRY_INITIAL_SECONDS": 0.01, "NOTIFIER_PROVIDER_TIMEOUT": 5,
+            twilio=TwilioSettings(account_sid=twilio.account_sid,
+                                  auth_token=SecretStr(twilio.auth_token),
+                                  sender=SENDER, api_base=twilio.base_url),
+            smtp=SmtpSettings(host=smtp.host, port=smtp.port, sender="attendance@school.example"),
+            **{"retry_initial_seconds": 0.01, "provider_timeout_seconds": 5,
                **(notifier_overrides or {})},
         )
         self.triage = TriageService(self.triage_settings, self.clock, run_scheduler=False)

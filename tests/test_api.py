@@ -108,9 +108,9 @@ async def _apps_without_token(workdir: Path, token: str | None) -> AsyncIterator
     """Both apps as configured from an environment where API_TOKEN is unset (or empty)."""
     secret = SecretStr(token) if token is not None else None
     triage = TriageService(TriageSettings(
-        TRIAGE_DATABASE_URL=f"sqlite+aiosqlite:///{workdir}/triage.db", api_token=secret))
+        database_url=f"sqlite+aiosqlite:///{workdir}/triage.db", api_token=secret))
     notifier = NotifierService(NotifierSettings(
-        NOTIFIER_DATABASE_URL=f"sqlite+aiosqlite:///{workdir}/notifier.db", api_token=secret))
+        database_url=f"sqlite+aiosqlite:///{workdir}/notifier.db", api_token=secret))
     try:
         yield {"triage": triage_app(triage), "notifier": notifier_app(notifier)}
     finally:

@@ -11,6 +11,7 @@ import asyncio
 import fnmatch
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -466,3 +467,80 @@ def test_dockerignore_keeps_local_state_out_but_not_the_sources() -> None:
     assert "__pycache__" in patterns or "**/__pycache__" in patterns
     for needed in ("pyproject.toml", "requirements.lock", "services", "templates"):
         assert not any(fnmatch.fnmatch(needed, pattern) for pattern in patterns), needed
+
+
+# ---------------------------------------------------------------------------------------
+# Lock files: the image and `make run` get the runtime lock only
+
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
+MAKEFILE = ROOT / "Makefile"
+DEV_TOOLS = ("pytest", "pytest-asyncio", "pytest-timeout", "mypy", "ruff", "hypothesis",
+             "schemathesis", "py-spy", "import-linter", "pip-tools", "aiosmtpd")
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    """{normalised name: version}, asserting every pin carries a hash."""
+    text = re.sub(r"\\\n", " ", lock.read_text())
+    pins = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            found = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", line.strip())
+            assert found, f"{lock.name}: not an exact pin: {line.strip()[:60]}"
+            assert "--hash=sha256:" in line, f"{lock.name}: {found.group(1)} has no hash"
+            pins[re.sub(r"[-_.]+", "-", found.group(1)).lower()] = found.group(2)
+    return pins
+
+
+def test_runtime_lock_holds_no_test_or_lint_tool() -> None:
+    runtime = _pins(RUNTIME_LOCK)
+    assert {"fastapi", "aio-pika", "sqlalchemy", "twilio"} <= runtime.keys()
+    assert not runtime.keys() & set(DEV_TOOLS)
+
+
+def test_dev_lock_adds_the_tools_at_the_runtime_versions() -> None:
+    runtime, dev = _pins(RUNTIME_LOCK), _pins(DEV_LOCK)
+    assert set(DEV_TOOLS) <= dev.keys()
+    assert {name: dev.get(name) for name in runtime} == runtime
+
+
+def test_private_interface_packages_have_an_upper_bound_the_lock_satisfies() -> None:
+    """servicekit's SQLite driver and consumer use private parts of these: a new minor
+    release must be a deliberate change (servicekit/sqlite_driver.py, servicekit/consumer.py)."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    runtime = _pins(RUNTIME_LOCK)
+    for name in ("sqlalchemy", "aiosqlite", "aio-pika", "aiormq"):
+        bound = re.search(rf'"{name}(?:\[\w+\])?>=([\d.]+),<([\d.]+)"', pyproject, re.IGNORECASE)
+        assert bound, f"{name} has no upper bound in pyproject.toml"
+        low, high = (tuple(int(p) for p in v.split(".")) for v in bound.groups())
+        locked = tuple(int(p) for p in runtime[name].split("."))
+        assert low <= locked < high, f"{name} {runtime[name]} is outside {bound.group(0)}"
+
+
+def test_image_installs_the_runtime_lock_with_hashes_and_never_the_dev_lock() -> None:
+    runs = " ".join(rest for keyword, rest in _dockerfile() if keyword == "RUN")
+    copied = " ".join(rest for keyword, rest in _dockerfile() if keyword == "COPY")
+    assert re.search(r"pip install .*--require-hashes -r requirements\.lock", runs)
+    assert "requirements-dev" not in runs + copied
+    assert not any(re.search(rf"\b{re.escape(tool)}\b", runs) for tool in DEV_TOOLS)
+
+
+def _make_dry_run(target: str) -> str:
+    return subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_make_run_installs_runtime_only_and_make_test_adds_the_dev_lock() -> None:
+    run = _make_dry_run("run")
+    assert "--require-hashes -r requirements.lock" in run
+    assert "requirements-dev.lock" not in run
+    for target in ("test", "lint", "bench"):
+        assert "--require-hashes -r requirements-dev.lock" in _make_dry_run(target), target
+
+
+def test_ci_runs_the_lint_gates_then_the_tests() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("make lint") < ci.index("make test")
+    lint = _make_dry_run("lint")
+    for gate in ("ruff check services tests scripts bench", "mypy", "lint-imports"):
+        assert gate in lint, gate

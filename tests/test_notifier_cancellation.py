@@ -122,7 +122,7 @@ async def test_text_waiting_for_the_rate_limit_is_not_sent_after_the_cancellatio
 ) -> None:
     async with Stack(amqp_url=amqp_url, broker=broker, database_url=database_url,
                      twilio=twilio, smtp=smtp, workdir=tmp_path,
-                     notifier_overrides={"NOTIFIER_SMS_PER_SECOND": 1}) as stack:
+                     notifier_overrides={"sms_per_second": 1}) as stack:
         timer = GatedTimer()
         _gated_sms(stack.notifier, timer)
         now = stack.clock.now()

@@ -22,9 +22,9 @@ async def faulty(amqp_url: str, broker: Any, database_url: str, twilio: TwilioSt
                  smtp: SmtpSink, tmp_path: Path) -> Any:
     async with Stack(amqp_url=amqp_url, broker=broker, database_url=database_url,
                      twilio=twilio, smtp=smtp, workdir=tmp_path,
-                     notifier_overrides={"NOTIFIER_SEND_ATTEMPTS": ATTEMPTS,
-                                         "NOTIFIER_PROVIDER_TIMEOUT": 0.3,
-                                         "NOTIFIER_RETRY_MAX_SECONDS": 0.05}) as stack:
+                     notifier_overrides={"send_attempts": ATTEMPTS,
+                                         "provider_timeout_seconds": 0.3,
+                                         "retry_max_seconds": 0.05}) as stack:
         yield stack
 
 

@@ -5,33 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from broker_messages.contact import Channel, ContactRequest, PupilRef, Recipient, School
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query
 from jinja2 import TemplateError, TemplateNotFound
 from pydantic import BaseModel, Field
 from servicekit.web import Authenticated
 from sqlalchemy import select
 
 from notifier.compose import UNREACHABLE_RULE, render_unreachable
+from notifier.deps import EngineDep, TemplatesDep
 from notifier.models import notifications, replies
-from notifier.webhooks import webhooks
-
-if TYPE_CHECKING:
-    from notifier.app import NotifierService
-
-__all__ = ["api", "webhooks"]
 
 log = logging.getLogger(__name__)
 
 api = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 
 SchoolUrn = Annotated[str | None, Query(pattern=r"^[0-9]{6,8}$")]
-
-
-def _service(request: Request) -> NotifierService:
-    return request.app.state.service  # type: ignore[no-any-return]
 
 
 class Notification(BaseModel):
@@ -53,7 +44,7 @@ class Notification(BaseModel):
 
 @api.get("/notifications", response_model=list[Notification])
 async def list_notifications(
-    request: Request,
+    engine: EngineDep,
     school_urn: SchoolUrn = None,
     pupil_id: Annotated[str | None, Query(max_length=64)] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
@@ -64,7 +55,7 @@ async def list_notifications(
         query = query.where(notifications.c.school_urn == school_urn)
     if rule:
         query = query.where(notifications.c.rule == rule)
-    async with _service(request).engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = [dict(row._mapping) for row in await conn.execute(query)]
     if pupil_id:
         rows = [row for row in rows if pupil_id in row["pupil_ids"]]
@@ -94,7 +85,7 @@ class Reply(BaseModel):
 
 @api.get("/replies", response_model=list[Reply], response_model_by_alias=True)
 async def list_replies(
-    request: Request,
+    engine: EngineDep,
     school_urn: SchoolUrn = None,
     matched: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
@@ -105,7 +96,7 @@ async def list_replies(
         query = query.where(replies.c.school_urn == school_urn)
     if matched is not None:
         query = query.where(replies.c.matched == matched)
-    async with _service(request).engine.connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [Reply(from_=row.from_phone, **{k: v for k, v in row._mapping.items()
                                             if k in Reply.model_fields})
@@ -135,7 +126,7 @@ def _sample_request(rule: str) -> ContactRequest:
 
 @api.get("/templates/{rule}/preview", response_model=Preview)
 async def preview_template(
-    request: Request,
+    templates: TemplatesDep,
     rule: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
     channel: Channel = "sms",
     language: Annotated[str, Query(pattern=r"^[a-z]{2,3}$")] = "en",
@@ -143,7 +134,6 @@ async def preview_template(
 ) -> Any:
     """Render a template with sample data, for staff to review wording (falls back to English
     as a real message would)."""
-    templates = _service(request).templates
     sample = _sample_request(rule)
     try:
         recipient = Recipient(role=role, ref="preview", name="Jane Smith",  # type: ignore[arg-type]

@@ -1,4 +1,6 @@
-"""Notifier service assembly: storage, providers, consumer, dispatcher and HTTP API."""
+"""The notifier's composition root: settings, storage, providers, consumer, dispatcher and
+the HTTP API are built here and nowhere else. Routes reach what they need through
+`notifier.deps`, which never imports this module."""
 
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
-from servicekit.web import operations_router
+from servicekit.web import operations_router, set_api_token
 
-from notifier.api import api, webhooks
+from notifier import deps
+from notifier.api import api
 from notifier.cancellation import Cancellations
 from notifier.dispatch import Dispatcher
 from notifier.fallback import FamilyChase
@@ -35,18 +38,19 @@ from notifier.rate_limit import LoopTimer, Timer, TokenBucket
 from notifier.replies import ReplyDesk
 from notifier.settings import NotifierSettings
 from notifier.templates import TemplateLibrary
+from notifier.webhooks import webhooks
 
 log = logging.getLogger(__name__)
 
 
 def build_providers(settings: NotifierSettings) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
-    if settings.twilio_configured:
-        assert settings.twilio_account_sid and settings.twilio_auth_token
+    twilio_settings, smtp = settings.twilio, settings.smtp
+    if twilio_settings.account_sid and twilio_settings.auth_token:
         twilio = TwilioClient(
-            settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
-            settings.twilio_api_base, sender=settings.twilio_from,
-            messaging_service_sid=settings.twilio_messaging_service_sid,
+            twilio_settings.account_sid, twilio_settings.auth_token.get_secret_value(),
+            twilio_settings.api_base, sender=twilio_settings.sender,
+            messaging_service_sid=twilio_settings.messaging_service_sid,
             status_callback=settings.public_base_url.rstrip("/") + "/twilio/status",
             timeout=settings.provider_timeout_seconds,
         )
@@ -54,12 +58,11 @@ def build_providers(settings: NotifierSettings) -> dict[str, Provider]:
         providers["voice"] = TwilioVoice(twilio)
     else:
         providers["sms"] = providers["voice"] = OutboxFile(settings.outbox_dir, "Twilio account")
-    if settings.smtp_host:
+    if smtp.host:
         providers["email"] = SmtpEmail(
-            host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            starttls=settings.smtp_starttls, timeout=settings.provider_timeout_seconds,
+            host=smtp.host, port=smtp.port, sender=smtp.sender, username=smtp.username,
+            password=smtp.password.get_secret_value() if smtp.password else None,
+            starttls=smtp.starttls, timeout=settings.provider_timeout_seconds,
         )
     else:
         providers["email"] = OutboxFile(settings.outbox_dir, "SMTP server")
@@ -191,9 +194,8 @@ class NotifierService:
 
 def create_app(service: NotifierService) -> FastAPI:
     app = FastAPI(title="Absence notifier", version="1.0.0")
-    app.state.service = service
-    token = service.settings.api_token
-    app.state.api_token = token.get_secret_value() if token else None
+    deps.install(app, service)
+    set_api_token(app, service.settings.api_token)
     app.include_router(api)
     app.include_router(webhooks)
     app.include_router(operations_router(service.readiness, service.metrics.registry))

@@ -4,51 +4,77 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from servicekit.settings import SETTINGS_CONFIG, ServiceSettings
 
 # In a source checkout the templates sit at the repository root; an installed image names them
 # with TEMPLATES_DIR. Either way they are never looked up relative to the working directory.
 _CHECKOUT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
-class NotifierSettings(BaseSettings):
-    """Contract §1. The only place the notifier reads its environment."""
+class TwilioSettings(BaseSettings):
+    """`TWILIO_*`: unless both the account SID and the auth token are set, SMS and calls go to
+    the local outbox."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SETTINGS_CONFIG | SettingsConfigDict(env_prefix="TWILIO_")
 
-    amqp_url: str = "amqp://guest:guest@localhost:5672/"
-    database_url: str = Field(
-        "sqlite+aiosqlite:///var/notifier.db", validation_alias="NOTIFIER_DATABASE_URL"
-    )
-    api_token: SecretStr | None = None
-    host: str = Field("127.0.0.1", validation_alias="NOTIFIER_HOST")
-    port: int = Field(8002, validation_alias="NOTIFIER_PORT")
-    log_level: str = "INFO"
-    # Shift the service's clock by this many seconds: for rehearsing a school morning at any
-    # hour (demos, drills, crash tests). Never set in production.
-    clock_offset_seconds: float | None = None
-    public_base_url: str = "http://localhost:8002"
-    templates_dir: Path = _CHECKOUT_TEMPLATES
-    outbox_dir: Path = Path("var/outbox")
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    # `from` is a Python keyword.
+    sender: str | None = Field(None, validation_alias="TWILIO_FROM")
+    messaging_service_sid: str | None = None
+    api_base: str = "https://api.twilio.com"
 
-    twilio_account_sid: str | None = None
-    twilio_auth_token: SecretStr | None = None
-    twilio_from: str | None = None
-    twilio_messaging_service_sid: str | None = None
-    twilio_api_base: str = "https://api.twilio.com"
 
-    smtp_host: str | None = None
-    smtp_port: int = 25
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_from: str = "attendance@localhost"
-    smtp_starttls: bool = False
+class SmtpSettings(BaseSettings):
+    """`SMTP_*`: with no host, email goes to the local outbox."""
 
-    prefetch: int = Field(100, ge=1, le=300, validation_alias="NOTIFIER_PREFETCH")
+    model_config = SETTINGS_CONFIG | SettingsConfigDict(env_prefix="SMTP_")
+
+    host: str | None = None
+    port: int = 25
+    username: str | None = None
+    password: SecretStr | None = None
+    # `from` is a Python keyword.
+    sender: str = Field("attendance@localhost", validation_alias="SMTP_FROM")
+    starttls: bool = False
+
+
+class NotifierSettings(ServiceSettings):
+    """Contract §1. The only place the notifier reads its environment: `NOTIFIER_*`, the
+    shared variables (servicekit.settings) and the `TWILIO_*` and `SMTP_*` groups."""
+
+    model_config = SettingsConfigDict(env_prefix="NOTIFIER_")
+
+    port: int = 8002
+    database_url: str = "sqlite+aiosqlite:///var/notifier.db"
+    # Contact requests in flight, and at most per transaction.
+    prefetch: int = Field(100, ge=1, le=300)
+
+    # Documented without the prefix since the first release.
+    public_base_url: str = Field("http://localhost:8002", validation_alias="PUBLIC_BASE_URL")
+    templates_dir: Path = Field(_CHECKOUT_TEMPLATES, validation_alias="TEMPLATES_DIR")
+    outbox_dir: Path = Field(Path("var/outbox"), validation_alias="OUTBOX_DIR")
+
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+
     # Retry layer for transient provider errors (tenacity): attempts and the first backoff.
-    send_attempts: int = Field(4, ge=1, le=10, validation_alias="NOTIFIER_SEND_ATTEMPTS")
-    retry_initial_seconds: float = Field(1.0, ge=0, validation_alias="NOTIFIER_RETRY_INITIAL_SECONDS")
-    retry_max_seconds: float = Field(30.0, gt=0, validation_alias="NOTIFIER_RETRY_MAX_SECONDS")
-    provider_timeout_seconds: float = Field(15.0, gt=0, validation_alias="NOTIFIER_PROVIDER_TIMEOUT")
+    send_attempts: int = Field(4, ge=1, le=10)
+    retry_initial_seconds: float = Field(1.0, ge=0)
+    retry_max_seconds: float = Field(30.0, gt=0)
+    # Documented as NOTIFIER_PROVIDER_TIMEOUT (in seconds).
+    provider_timeout_seconds: float = Field(
+        15.0, gt=0, validation_alias="NOTIFIER_PROVIDER_TIMEOUT"
+    )
+    dispatch_poll_seconds: float = Field(1.0, gt=0)
+    # docs/rules.md "Contact order": how long a family SMS or call may stay `sent` with no
+    # delivery receipt before the next contact is tried.
+    delivery_receipt_wait_seconds: float = Field(900.0, ge=0)
+    # Per-sender rates: a UK long code takes about 10 messages a second; calls are slower.
+    sms_per_second: float = Field(10.0, gt=0)
+    calls_per_second: float = Field(1.0, gt=0)
+    # An inbound SMS is matched to contact requests from this many days back.
+    reply_match_days: int = Field(14, ge=1)
 
     @property
     def claim_expiry_seconds(self) -> float:
@@ -57,18 +83,3 @@ class NotifierSettings(BaseSettings):
         retries = self.send_attempts - 1
         return (self.send_attempts * self.provider_timeout_seconds
                 + retries * (self.retry_max_seconds + self.retry_initial_seconds) + 5.0)
-    dispatch_poll_seconds: float = Field(1.0, gt=0, validation_alias="NOTIFIER_DISPATCH_POLL_SECONDS")
-    # docs/rules.md "Contact order": how long a family SMS or call may stay `sent` with no
-    # delivery receipt before the next contact is tried.
-    delivery_receipt_wait_seconds: float = Field(
-        900.0, ge=0, validation_alias="NOTIFIER_DELIVERY_RECEIPT_WAIT_SECONDS"
-    )
-    # Per-sender rates: a UK long code takes about 10 messages a second; calls are slower.
-    sms_per_second: float = Field(10.0, gt=0, validation_alias="NOTIFIER_SMS_PER_SECOND")
-    calls_per_second: float = Field(1.0, gt=0, validation_alias="NOTIFIER_CALLS_PER_SECOND")
-    # An inbound SMS is matched to contact requests from this many days back.
-    reply_match_days: int = Field(14, ge=1, validation_alias="NOTIFIER_REPLY_MATCH_DAYS")
-
-    @property
-    def twilio_configured(self) -> bool:
-        return bool(self.twilio_account_sid and self.twilio_auth_token)

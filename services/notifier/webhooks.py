@@ -8,17 +8,14 @@ family row's chain is then moved on by the dispatcher (`family_rows_settled`).""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from twilio.request_validator import RequestValidator
 
 from notifier import notification_store, optout
+from notifier.deps import ServiceDep
 from notifier.notification_store import Status
-
-if TYPE_CHECKING:
-    from notifier.app import NotifierService
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +29,11 @@ _TWILIO_STATUS = {"sent": Status.SENT, "delivered": Status.DELIVERED,
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
-def _service(request: Request) -> NotifierService:
-    return request.app.state.service  # type: ignore[no-any-return]
-
-
-async def _signed_form(request: Request, path: str) -> dict[str, str]:
+async def _signed_form(request: Request, service: ServiceDep, path: str) -> dict[str, str]:
     """Contract §5: validate X-Twilio-Signature against PUBLIC_BASE_URL + path; 403 otherwise."""
-    service = _service(request)
     body = (await request.body())[:65536]
     params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    token = service.settings.twilio_auth_token
+    token = service.settings.twilio.auth_token
     url = service.settings.public_base_url.rstrip("/") + path
     if request.url.query:
         url += "?" + request.url.query
@@ -55,9 +47,8 @@ async def _signed_form(request: Request, path: str) -> dict[str, str]:
 
 
 @webhooks.post("/status")
-async def twilio_status(request: Request) -> Response:
-    params = await _signed_form(request, "/twilio/status")
-    service = _service(request)
+async def twilio_status(request: Request, service: ServiceDep) -> Response:
+    params = await _signed_form(request, service, "/twilio/status")
     sid = params.get("MessageSid") or params.get("CallSid")
     status = _TWILIO_STATUS.get(params.get("MessageStatus") or params.get("CallStatus") or "")
     error_code = params.get("ErrorCode") or None
@@ -83,9 +74,8 @@ async def twilio_status(request: Request) -> Response:
 
 
 @webhooks.post("/inbound")
-async def twilio_inbound(request: Request) -> Response:
-    params = await _signed_form(request, "/twilio/inbound")
-    service = _service(request)
+async def twilio_inbound(request: Request, service: ServiceDep) -> Response:
+    params = await _signed_form(request, service, "/twilio/inbound")
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     sender = params.get("From", "")
     if not sid or not sender:

@@ -30,7 +30,7 @@ async def connect(url: str, reconnect_interval: float = 1.0) -> AbstractRobustCo
 
 async def confirmed_channel(connection: AbstractRobustConnection) -> AbstractRobustChannel:
     channel = await connection.channel(publisher_confirms=True)
-    return channel  # type: ignore[return-value]
+    return channel
 
 
 def persistent_message(
@@ -61,7 +61,14 @@ async def dead_letter(
         persistent_message(message.body, message_id=properties.message_id, headers=headers),
         routing_key=message.routing_key or "",
     )
-    await message.channel.basic_ack(message.delivery_tag)
+    await message.channel.basic_ack(delivery_tag(message))
+
+
+def delivery_tag(message: DeliveredMessage) -> int:
+    """Every message a consumer receives has one; only an empty basic.get has none."""
+    if message.delivery_tag is None:
+        raise ValueError("a consumed message without a delivery tag")
+    return message.delivery_tag
 
 
 def delivery_count(message: DeliveredMessage) -> int:

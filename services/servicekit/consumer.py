@@ -9,7 +9,17 @@ deliveries.
 Deliveries are taken from the channel underneath aio-pika as they arrive: wrapping each one
 in an `IncomingMessage` and a task of its own cost a third of what a busy morning spent per
 mark. The robust channel still declares, reconnects and restores everything else; after it
-reopens, the consumer subscribes again on the new channel (`_resubscribe`)."""
+reopens, the consumer subscribes again on the new channel (`_resubscribe`).
+
+Private interfaces: the aiormq channel under aio-pika's robust one (`get_underlay_channel()`,
+`reopen_callbacks`, `on_consumer_cancel_callbacks`) and aiormq's `basic_consume`, `basic_ack`,
+`basic_nack` and `DeliveredMessage`, below aio-pika's own consumer. Tested on the versions
+pyproject.toml pins (aio-pika >=10.2.1,<10.3, aiormq >=7.2.4,<7.3) by the consumer and
+broker tests (tests/test_poison_messages.py, tests/test_broker_faults.py). No benchmark figure
+isolates it: bench/results.md moved from 44% to 56% of the bare ceiling on SQLite across this
+change and five others, and the "a third" above comes from a py-spy profile. What would justify
+it: `make bench-quick` with the consumer on `queue.consume` instead, keeping this only if
+triage falls short of the 60%/50% targets without it."""
 
 from __future__ import annotations
 
@@ -32,7 +42,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from servicekit.broker import dead_letter, delivery_count
+from servicekit.broker import dead_letter, delivery_count, delivery_tag
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +73,10 @@ async def _ack_all(messages: list[DeliveredMessage]) -> None:
     highest: dict[int, DeliveredMessage] = {}
     for message in messages:
         key = id(message.channel)
-        if key not in highest or highest[key].delivery_tag < message.delivery_tag:  # type: ignore[operator]
+        if key not in highest or delivery_tag(highest[key]) < delivery_tag(message):
             highest[key] = message
     for message in highest.values():
-        await message.channel.basic_ack(message.delivery_tag, multiple=True)
+        await message.channel.basic_ack(delivery_tag(message), multiple=True)
 
 
 class BatchConsumer(Generic[T]):
@@ -146,10 +156,10 @@ class BatchConsumer(Generic[T]):
     async def _deliver(self, message: DeliveredMessage) -> None:
         self._inbox.put_nowait(message)  # unbounded, but the broker sends at most `prefetch`
 
-    async def _resubscribe(self, channel: AbstractChannel) -> None:
+    async def _resubscribe(self, channel: AbstractChannel | None) -> None:
         """After a reconnect: deliveries of the old channel still queued here fail to ack
         and come back from the broker, so applying them again is harmless (idempotent)."""
-        if self._stopping:
+        if self._stopping or channel is None:
             return
         try:
             await self._subscribe(channel)
@@ -230,7 +240,7 @@ class BatchConsumer(Generic[T]):
         if deliveries >= DELIVERY_LIMIT:
             await self._reject(message, f"handler failed on {deliveries} deliveries")
         else:
-            await message.channel.basic_nack(message.delivery_tag, requeue=True)
+            await message.channel.basic_nack(delivery_tag(message), requeue=True)
 
     async def _reject(self, message: DeliveredMessage, reason: str) -> None:
         log.warning("%s.message.dead_lettered message_id=%s reason=%s", self._name,

@@ -29,8 +29,6 @@ from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.types import TypeDecorator
@@ -100,10 +98,6 @@ def make_engine(url: str) -> AsyncEngine:
                                           "random_page_cost": "1.1"}})
 
 
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
 def dialect_insert(engine: AsyncEngine | str) -> Any:
     """`insert` with ON CONFLICT support for whichever database we are on (an engine, or its
     dialect's name)."""
@@ -144,7 +138,7 @@ def _is_json(table: Table, name: str) -> bool:
 
 
 @functools.cache
-def _unnested(table: Table, names: tuple[str, ...]) -> Select:
+def _unnested(table: Table, names: tuple[str, ...]) -> Select[Any]:
     rows = func.unnest(*[bindparam(f"bulk_{name}", type_=postgresql.ARRAY(
         Text if _is_json(table, name) else table.c[name].type))
         for name in names]).table_valued(*names).render_derived()
@@ -176,13 +170,16 @@ async def bulk_execute(conn: AsyncConnection, statement: Any, table: Table,
     on PostgreSQL only: SQLite's driver returns no rows from executemany."""
     if not rows:
         raise ValueError("bulk_execute needs at least one row")
+    result: CursorResult[Any]
     if conn.dialect.name == "postgresql":
-        return await conn.execute(
+        result = await conn.execute(
             statement, {f"bulk_{name}": [row[name] for row in rows] for name in names})
+        return result
     sql, parameters = _driver_form(statement, table, conn.dialect)
     columns = [[row[name] for row in rows] if form is None
                else _stored(form, [row[name] for row in rows]) for name, form in parameters]
-    return await conn.exec_driver_sql(sql, list(zip(*columns)))
+    result = await conn.exec_driver_sql(sql, list(zip(*columns)))
+    return result
 
 
 @functools.cache

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from aio_pika.abc import AbstractExchange
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from servicekit.broker import persistent_message
 from servicekit.database import UtcDateTime, supports_skip_locked
@@ -33,7 +34,7 @@ def outbox_table(metadata: MetaData, name: str = "outbox") -> Table:
 
 
 async def enqueue(
-    session: AsyncSession,
+    conn: AsyncConnection,
     table: Table,
     *,
     message_id: str,
@@ -41,7 +42,8 @@ async def enqueue(
     body: bytes,
     now: dt.datetime,
 ) -> None:
-    await session.execute(
+    """Add a message to the outbox in the caller's transaction."""
+    await conn.execute(
         table.insert().values(
             message_id=message_id, routing_key=routing_key, body=body, created_at=now
         )
@@ -49,12 +51,15 @@ async def enqueue(
 
 
 class OutboxRelay:
-    """Publishes outbox rows in id order. Call `wake()` after committing new rows."""
+    """Publishes outbox rows in id order. Call `wake()` after committing new rows.
+    `on_published` hears the routing key of each message once the broker has confirmed it."""
 
     def __init__(
-        self, engine: AsyncEngine, table: Table, exchange: AbstractExchange, batch_size: int = 200
+        self, engine: AsyncEngine, table: Table, exchange: AbstractExchange, batch_size: int = 200,
+        on_published: Callable[[str], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_published = on_published
         self._table = table
         self._exchange = exchange
         self._batch_size = batch_size
@@ -98,6 +103,9 @@ class OutboxRelay:
                 delete(self._table).where(self._table.c.id.in_([row.id for row in rows]))
             )
         self.published += len(rows)
+        if self._on_published is not None:
+            for row in rows:
+                self._on_published(row.routing_key)
         return len(rows)
 
     async def run(self, poll_seconds: float = 1.0) -> None:

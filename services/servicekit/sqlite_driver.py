@@ -6,7 +6,17 @@ loop. On a busy morning a batch's dozen statements made some 90 of them, and the
 idle through every one. Here a statement runs start to finish in one trip: the rows come back
 with it and the cursor is closed behind them (its description, row count and last row id stay
 readable). Everything else (connecting, transactions, errors, the pool) is SQLAlchemy's own
-aiosqlite support, so the URL stays `sqlite+aiosqlite://`."""
+aiosqlite support, so the URL stays `sqlite+aiosqlite://`.
+
+Private interfaces: SQLAlchemy's `AsyncAdapt_aiosqlite_*` adapter classes (their
+`_execute_async`, `_executemany_async`, `_async_soft_close`, `_cursor_cls`, `_connection`,
+`_execute_mutex`) and aiosqlite's `Connection._execute` and `_conn`. Tested on the versions
+pyproject.toml pins (SQLAlchemy >=2.1.9,<2.2, aiosqlite >=0.22.1,<0.23) by
+tests/test_sqlite_driver.py, which must pass before a bound is raised. Justified by
+bench/results.md, quick run: triage on SQLite went from 5,963 marks/s (58% of the bare
+consume-and-ack ceiling, below the 60% target) to 7,207 (66%) with this driver, together with
+statements built once and orjson for JSON (commit "Triage on SQLite: one trip …"). If the
+figure falls below the target without it, drop it for the stock adapter."""
 
 from __future__ import annotations
 
@@ -78,14 +88,14 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _trip(self, operation: Any, parameters: Any, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         async with self._adapt_connection._execute_mutex:
-            self._cursor, rows = await connection._execute(
+            self._cursor, rows = await connection._execute(  # type: ignore[no-untyped-call]
                 _run, connection._conn, operation, parameters, many)
             self._rows = collections.deque(rows or ())
 
 
 class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
-    _cursor_cls = _OneTripCursor
+    _cursor_cls = _OneTripCursor  # type: ignore[assignment]  # a subclass, by design
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):

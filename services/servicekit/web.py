@@ -6,11 +6,17 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
 _bearer = HTTPBearer(auto_error=False)
+
+
+def set_api_token(app: FastAPI, token: SecretStr | None) -> None:
+    """The composition root's half of `require_token`: the one token this app accepts."""
+    app.state.api_token = token.get_secret_value() if token else None
 
 
 def require_token(

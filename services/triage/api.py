@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from broker_messages.events import EVENT_ADAPTER, RegisterMark, routing_key
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -15,6 +15,7 @@ from servicekit.requests import read_json, validation_problems
 from servicekit.web import Authenticated
 from sqlalchemy import select, update
 
+from triage.deps import ClockDep, EngineDep, IngestorDep, ServiceDep
 from triage.models import tasks
 from triage.school_document import (
     SchoolDocument,
@@ -23,15 +24,8 @@ from triage.school_document import (
 )
 from triage.schools import store_school
 
-if TYPE_CHECKING:
-    from triage.app import TriageService
-
 router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 MAX_BATCH = 1000
-
-
-def _service(request: Request) -> TriageService:
-    return request.app.state.service  # type: ignore[no-any-return]
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -40,7 +34,8 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 @router.put("/schools/{urn}", openapi_extra=_body_schema(SchoolDocument))
-async def put_school(urn: str, request: Request) -> dict[str, Any]:
+async def put_school(urn: str, request: Request, engine: EngineDep, clock: ClockDep,
+                     ingestor: IngestorDep) -> dict[str, Any]:
     """Create or replace a school, its calendar, staff, policy and roster in one document."""
     raw = await read_json(request)
     problems = duplicate_pupil_problems(raw)
@@ -56,10 +51,9 @@ async def put_school(urn: str, request: Request) -> dict[str, Any]:
                          "type": "mismatch"})
     if problems or document is None:
         raise HTTPException(422, problems)
-    service = _service(request)
-    async with service.engine.begin() as conn:
-        counts = await store_school(conn, document, service.clock.now())
-    counts["unparked"] = await service.ingestor.unpark(urn)
+    async with engine.begin() as conn:
+        counts = await store_school(conn, document, clock.now())
+    counts["unparked"] = await ingestor.unpark(urn)
     # Uploaded as they are, but said out loud: an absence of theirs reaches no family, only
     # the attendance officer (docs/rules.md "family_unreachable").
     return {"urn": urn, **counts, "no_usable_contact": without_usable_contact(document.pupils)}
@@ -74,14 +68,13 @@ class EventsAccepted(BaseModel):
 
 
 @router.post("/events", status_code=202, response_model=EventsAccepted)
-async def post_events(request: Request) -> Any:
+async def post_events(request: Request, service: ServiceDep) -> Any:
     """HTTP ingest: one event or an array of up to 1,000, published with confirms."""
     raw = await read_json(request)
     items = raw if isinstance(raw, list) else [raw]
     if len(items) > MAX_BATCH:
         raise HTTPException(422, [{"loc": ["body"], "msg": f"at most {MAX_BATCH} events",
                                    "type": "too_long"}])
-    service = _service(request)
     problems: list[dict[str, Any]] = []
     valid = []
     for index, item in enumerate(items):
@@ -127,23 +120,23 @@ class TaskOutcome(BaseModel):
 
 @router.get("/tasks", response_model=list[Task])
 async def list_tasks(
-    request: Request,
+    engine: EngineDep,
     school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
     status: Literal["open", "done", "cancelled"] | None = None,
 ) -> Any:
     query = select(tasks).where(tasks.c.school_urn == school_urn).order_by(tasks.c.id)
     if status:
         query = query.where(tasks.c.status == status)
-    async with _service(request).engine.connect() as conn:
+    async with engine.connect() as conn:
         return [dict(row._mapping) for row in await conn.execute(query)]
 
 
 @router.post("/tasks/{task_id}/complete", response_model=Task)
 async def complete_task(
-    task_id: Annotated[int, Path(ge=1, le=2**31 - 1)], outcome: TaskOutcome, request: Request
+    task_id: Annotated[int, Path(ge=1, le=2**31 - 1)], outcome: TaskOutcome,
+    engine: EngineDep, clock: ClockDep,
 ) -> Any:
-    service = _service(request)
-    async with service.engine.begin() as conn:
+    async with engine.begin() as conn:
         row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
         if row is None:
             raise HTTPException(404, "no such task")
@@ -151,7 +144,7 @@ async def complete_task(
             raise HTTPException(409, f"task is already {row.status}")
         await conn.execute(
             update(tasks).where(tasks.c.id == task_id)
-            .values(status="done", outcome=outcome.outcome, updated_at=service.clock.now())
+            .values(status="done", outcome=outcome.outcome, updated_at=clock.now())
         )
         row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one()
     return dict(row._mapping)

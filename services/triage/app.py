@@ -1,4 +1,6 @@
-"""Triage service assembly: storage, broker, consumer, scheduler, outbox relay and HTTP API."""
+"""Triage's composition root: settings, storage, broker, consumers, scheduler, outbox relay and
+the HTTP API are built here and nowhere else. Routes reach what they need through
+`triage.deps`, which never imports this module."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
-from servicekit.web import operations_router
+from servicekit.web import operations_router, set_api_token
 
+from triage import deps
 from triage.api import router
 from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
@@ -68,7 +71,8 @@ class TriageService:
         reply_dead = await reply_channel.get_exchange(topology.REQUESTS_DEAD_EXCHANGE)
         self.events_exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
         requests = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
-        self.relay = OutboxRelay(self.engine, outbox, requests)
+        self.relay = OutboxRelay(self.engine, outbox, requests,
+                                 on_published=self._count_published)
         self.scheduler = Scheduler(self.engine, self.clock, self.schools, self.relay.wake)
         self.consumer = BatchConsumer(
             name="triage",
@@ -96,6 +100,10 @@ class TriageService:
         await self.reply_consumer.start(reply_queue)
         log.info("triage.started")
 
+    def _count_published(self, routing_key: str) -> None:
+        if routing_key == topology.CONTACT_REQUEST_ROUTING_KEY:
+            self.metrics.contacts_requested.inc()
+
     def _wake_relay(self) -> None:
         if self.relay is not None:
             self.relay.wake()
@@ -122,9 +130,8 @@ class TriageService:
 
 def create_app(service: TriageService) -> FastAPI:
     app = FastAPI(title="Absence triage", version="1.0.0")
-    app.state.service = service
-    token = service.settings.api_token
-    app.state.api_token = token.get_secret_value() if token else None
+    deps.install(app, service)
+    set_api_token(app, service.settings.api_token)
     app.include_router(router)
     app.include_router(timeline_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))

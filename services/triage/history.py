@@ -23,7 +23,7 @@ StateKey = tuple[str, str, str]  # pupil, rule, scope
 PupilKey = tuple[str, str]  # school, pupil
 
 
-def for_pupils(dialect_name: str, table: Table, columns: list[Any], *conditions: Any) -> Select:
+def for_pupils(dialect_name: str, table: Table, columns: list[Any], *conditions: Any) -> Select[Any]:
     """`SELECT columns FROM table WHERE conditions` for a batch of pupils of any schools, as
     one index lookup per pupil; execute with `pupil_keys(conn, keys)` as the parameters.
 
@@ -48,7 +48,7 @@ def pupil_keys(conn: AsyncConnection, keys: Iterable[PupilKey]) -> dict[str, Any
 
 @functools.cache
 def pupil_rows(dialect_name: str, table: Table, names: tuple[str, ...], third: str | None = None
-               ) -> Select:
+               ) -> Select[Any]:
     """`for_pupils` of these columns, built once: a statement object used again skips
     SQLAlchemy's per-execution work (its cache key, matching the result's columns to the
     cached compilation). With each batch building its own statements, executing them took
@@ -59,8 +59,9 @@ def pupil_rows(dialect_name: str, table: Table, names: tuple[str, ...], third: s
 
 
 async def rows_for_keys(conn: AsyncConnection, table: Table, names: tuple[str, ...], third: str,
-                        keys: Iterable[tuple[str, str, Any]]) -> Sequence[Row[Any]]:
-    """Columns `names` of `table` for keys (school, pupil, value of column `third`): the
+                        keys: Iterable[tuple[Any, ...]]
+                        ) -> Sequence[Row[*tuple[Any, ...]]]:
+    """Columns `names` of `table` for keys (school, pupil, value of column `third`, …): the
     pupils' rows whose `third` is among the keys' values, one index lookup per pupil. The
     caller keeps the exact keys (a batch usually has one date or year, so little more is
     read)."""
@@ -70,11 +71,12 @@ async def rows_for_keys(conn: AsyncConnection, table: Table, names: tuple[str, .
         {**pupil_keys(conn, {(k[0], k[1]) for k in wanted}),
          "thirds": sorted({k[2] for k in wanted})},
     )
-    return rows.all()  # one fetch, not a fetch per row
+    fetched: Sequence[Row[*tuple[Any, ...]]] = rows.all()  # one fetch, not a fetch per row
+    return fetched
 
 
 @functools.cache
-def _marks_query(dialect_name: str, of_codes: bool) -> Select:
+def _marks_query(dialect_name: str, of_codes: bool) -> Select[Any]:
     conditions = [marks.c.date >= bindparam("start"), marks.c.date <= bindparam("end")]
     if of_codes:
         conditions.append(marks.c.code.in_(bindparam("codes", expanding=True)))

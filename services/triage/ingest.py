@@ -209,7 +209,7 @@ async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.dateti
     if rows:
         await bulk_execute(conn, _record_statement(conn.dialect.name), received_events,
                            RECEIVED_COLUMNS, rows)
-    return {row["event_id"] for row in rows}
+    return {str(row["event_id"]) for row in rows}
 
 
 # Each statement of a batch is built once (per dialect) and used again: one statement for

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
 
 class TriageMetrics:
@@ -16,11 +16,10 @@ class TriageMetrics:
             "triage_events_rejected_total", "Events dead-lettered, by reason",
             ["reason"], registry=self.registry,
         )
-        self.queue_lag = Gauge(
-            "triage_queue_messages", "Messages waiting in triage's queue at the last check",
-            registry=self.registry,
-        )
+        # Counted when the broker confirms the request, not when a rule decides: a request
+        # still in the outbox has not reached the notifier.
         self.contacts_requested = Counter(
-            "triage_contacts_requested_total", "Contact requests handed to the notifier",
+            "triage_contacts_requested_total",
+            "Contact requests handed to the notifier (published with a broker confirm)",
             registry=self.registry,
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from broker_messages.contact import DeliveryWindow, Recipient, School
+from broker_messages.contact import DeliveryWindow, Recipient, RecipientRole, School
 from servicekit.database import dialect_insert
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,7 +39,7 @@ class SchoolContext:
             school_days=self.calendar.school_days_from(day, days_ahead),
         )
 
-    def staff_recipients(self, role: str) -> list[Recipient]:
+    def staff_recipients(self, role: RecipientRole) -> list[Recipient]:
         """Staff with `role`, contacted by email (professional messages)."""
         return [
             Recipient(role=role, ref=f"{self.urn}/staff/{role}/{index}", name=member["name"],

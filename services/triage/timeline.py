@@ -6,17 +6,18 @@ requested and parents' replies, in time order, with the rates for the school yea
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import orjson
 from broker_messages.codes import canonical_code
 from broker_messages.events import RegisterMark
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from servicekit.web import Authenticated
 from sqlalchemy import select
 
 from triage import counters
 from triage.decisions import ActionStatus
+from triage.deps import ServiceDep
 from triage.models import (
     decisions,
     marks,
@@ -28,20 +29,16 @@ from triage.models import (
 )
 from triage.rates import school_year_start
 
-if TYPE_CHECKING:
-    from triage.app import TriageService
-
 router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 
 
 @router.get("/pupils/{pupil_id}/timeline")
 async def pupil_timeline(
     pupil_id: str,
-    request: Request,
+    service: ServiceDep,
     school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
     since: dt.date | None = None,
 ) -> dict[str, Any]:
-    service: TriageService = request.app.state.service
     today = service.clock.now().date()
     since = since or school_year_start(today)
     async with service.engine.connect() as conn:

@@ -1,0 +1,41 @@
+"""The configuration every service shares (docs/contract.md §1), declared once.
+
+Each service subclasses `ServiceSettings` with its own `env_prefix` (`TRIAGE_`, `NOTIFIER_`):
+`TRIAGE_PORT` sets triage's `port`. A group of settings for one outside system is a settings
+class of its own with that system's prefix (`TWILIO_`, `SMTP_`). Names are case-insensitive and
+a `.env` file in the working directory may supply them.
+
+A `validation_alias` marks a documented variable whose name cannot follow the prefix: the
+deployment-wide ones below, which both services read under the same name, and a few older
+names kept because operators rely on them.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Init arguments use the field names (`database_url=`), the environment the variable names.
+SETTINGS_CONFIG = SettingsConfigDict(env_file=".env", extra="ignore", validate_by_name=True)
+
+
+class ServiceSettings(BaseSettings):
+    """What both services read. Subclasses set `env_prefix` and their own defaults for `port`,
+    `database_url` and `prefetch`."""
+
+    model_config = SETTINGS_CONFIG
+
+    # One per deployment, the same variable for both services.
+    amqp_url: str = Field("amqp://guest:guest@localhost:5672/", validation_alias="AMQP_URL")
+    api_token: SecretStr | None = Field(None, validation_alias="API_TOKEN")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    # Shift the service's clock by this many seconds: for rehearsing a school morning at any
+    # hour (demos, drills, crash tests). Never set in production.
+    clock_offset_seconds: float | None = Field(None, validation_alias="CLOCK_OFFSET_SECONDS")
+
+    # Per service, under its prefix.
+    host: str = "127.0.0.1"
+    port: int
+    database_url: str
+    # Messages in flight from the broker.
+    prefetch: int

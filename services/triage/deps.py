@@ -1,0 +1,60 @@
+"""What triage's HTTP routes need, as FastAPI dependencies.
+
+The composition root (`triage.app`) hands the running service to `install`; routes name the
+parts they use (`EngineDep`, `ClockDep`, …). `TriageParts` is all the API layer knows of the
+service, so it never imports the root and the root may import it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from aio_pika.abc import AbstractExchange
+from fastapi import Depends, FastAPI, Request
+from servicekit.clock import Clock
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from triage.ingest import Ingestor
+
+
+class TriageParts(Protocol):
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def ingestor(self) -> Ingestor: ...
+
+    @property
+    def events_exchange(self) -> AbstractExchange | None:
+        """None until the service has connected to the broker."""
+
+
+def install(app: FastAPI, service: TriageParts) -> None:
+    app.state.service = service
+
+
+def _service(request: Request) -> TriageParts:
+    service: TriageParts = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[TriageParts, Depends(_service)]
+
+
+def _engine(service: ServiceDep) -> AsyncEngine:
+    return service.engine
+
+
+def _clock(service: ServiceDep) -> Clock:
+    return service.clock
+
+
+def _ingestor(service: ServiceDep) -> Ingestor:
+    return service.ingestor
+
+
+EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+ClockDep = Annotated[Clock, Depends(_clock)]
+IngestorDep = Annotated[Ingestor, Depends(_ingestor)]

@@ -1,0 +1,125 @@
+"""Every configuration variable an operator may set today is read under that name.
+
+The names are the public contract (docs/contract.md §1); the settings classes declare them once,
+with a prefix per service or per outside system. Each variable is set on its own, in an
+environment with nothing else, and read back from the settings object.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from notifier.settings import NotifierSettings
+from pydantic import SecretStr
+from triage.settings import TriageSettings
+
+CONTRACT = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
+
+# (variable, value set, settings class, attribute path, value read back)
+VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
+    *[(name, value, cls, path, expected) for cls in (TriageSettings, NotifierSettings)
+      for name, value, path, expected in [
+          ("AMQP_URL", "amqp://u:p@broker:5673/v", "amqp_url", "amqp://u:p@broker:5673/v"),
+          ("API_TOKEN", "s3cret", "api_token", "s3cret"),
+          ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+          ("CLOCK_OFFSET_SECONDS", "-3600.5", "clock_offset_seconds", -3600.5),
+      ]],
+    ("TRIAGE_DATABASE_URL", "postgresql+asyncpg://t@db/triage", TriageSettings, "database_url",
+     "postgresql+asyncpg://t@db/triage"),
+    ("TRIAGE_HOST", "0.0.0.0", TriageSettings, "host", "0.0.0.0"),
+    ("TRIAGE_PORT", "9101", TriageSettings, "port", 9101),
+    ("TRIAGE_PREFETCH", "150", TriageSettings, "prefetch", 150),
+    ("TRIAGE_BATCH_SIZE", "7", TriageSettings, "batch_size", 7),
+    ("TRIAGE_SCHEDULER_POLL_SECONDS", "0.25", TriageSettings, "scheduler_poll_seconds", 0.25),
+    ("NOTIFIER_DATABASE_URL", "postgresql+asyncpg://n@db/notifier", NotifierSettings,
+     "database_url", "postgresql+asyncpg://n@db/notifier"),
+    ("NOTIFIER_HOST", "0.0.0.0", NotifierSettings, "host", "0.0.0.0"),
+    ("NOTIFIER_PORT", "9102", NotifierSettings, "port", 9102),
+    ("PUBLIC_BASE_URL", "https://notify.example", NotifierSettings, "public_base_url",
+     "https://notify.example"),
+    ("TWILIO_ACCOUNT_SID", "AC123", NotifierSettings, "twilio.account_sid", "AC123"),
+    ("TWILIO_AUTH_TOKEN", "tw-token", NotifierSettings, "twilio.auth_token", "tw-token"),
+    ("TWILIO_FROM", "+447700900123", NotifierSettings, "twilio.sender", "+447700900123"),
+    ("TWILIO_MESSAGING_SERVICE_SID", "MG123", NotifierSettings, "twilio.messaging_service_sid",
+     "MG123"),
+    ("TWILIO_API_BASE", "http://127.0.0.1:9", NotifierSettings, "twilio.api_base",
+     "http://127.0.0.1:9"),
+    ("SMTP_HOST", "mail.example", NotifierSettings, "smtp.host", "mail.example"),
+    ("SMTP_PORT", "587", NotifierSettings, "smtp.port", 587),
+    ("SMTP_USERNAME", "office", NotifierSettings, "smtp.username", "office"),
+    ("SMTP_PASSWORD", "pw", NotifierSettings, "smtp.password", "pw"),
+    ("SMTP_STARTTLS", "true", NotifierSettings, "smtp.starttls", True),
+    ("SMTP_FROM", "office@school.example", NotifierSettings, "smtp.sender",
+     "office@school.example"),
+    ("OUTBOX_DIR", "/srv/outbox", NotifierSettings, "outbox_dir", Path("/srv/outbox")),
+    ("TEMPLATES_DIR", "/srv/templates", NotifierSettings, "templates_dir",
+     Path("/srv/templates")),
+    ("NOTIFIER_PREFETCH", "42", NotifierSettings, "prefetch", 42),
+    ("NOTIFIER_SEND_ATTEMPTS", "2", NotifierSettings, "send_attempts", 2),
+    ("NOTIFIER_RETRY_INITIAL_SECONDS", "0.5", NotifierSettings, "retry_initial_seconds", 0.5),
+    ("NOTIFIER_RETRY_MAX_SECONDS", "12", NotifierSettings, "retry_max_seconds", 12.0),
+    ("NOTIFIER_PROVIDER_TIMEOUT", "3.5", NotifierSettings, "provider_timeout_seconds", 3.5),
+    ("NOTIFIER_DISPATCH_POLL_SECONDS", "0.2", NotifierSettings, "dispatch_poll_seconds", 0.2),
+    ("NOTIFIER_DELIVERY_RECEIPT_WAIT_SECONDS", "60", NotifierSettings,
+     "delivery_receipt_wait_seconds", 60.0),
+    ("NOTIFIER_SMS_PER_SECOND", "25", NotifierSettings, "sms_per_second", 25.0),
+    ("NOTIFIER_CALLS_PER_SECOND", "2", NotifierSettings, "calls_per_second", 2.0),
+    ("NOTIFIER_REPLY_MATCH_DAYS", "30", NotifierSettings, "reply_match_days", 30),
+]
+
+
+@pytest.fixture
+def bare_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No configuration from the machine or a stray .env file."""
+    monkeypatch.chdir(tmp_path)
+    for name in {row[0] for row in VARIABLES}:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def _read(settings: object, path: str) -> object:
+    value = settings
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+@pytest.mark.parametrize("name,value,cls,path,expected", VARIABLES,
+                         ids=[f"{row[2].__name__}-{row[0]}" for row in VARIABLES])
+def test_each_documented_variable_is_read_under_its_name(
+    bare_environment: pytest.MonkeyPatch, name: str, value: str, cls: type[Any], path: str,
+    expected: object,
+) -> None:
+    assert _read(cls(), path) != expected, "the default already equals the test value"
+    bare_environment.setenv(name, value)
+    assert _read(cls(), path) == expected
+
+
+def test_names_are_case_insensitive(bare_environment: pytest.MonkeyPatch) -> None:
+    bare_environment.setenv("triage_port", "9103")
+    bare_environment.setenv("smtp_from", "office@school.example")
+    assert TriageSettings().port == 9103
+    assert NotifierSettings().smtp.sender == "office@school.example"
+
+
+def test_a_dotenv_file_supplies_variables(bare_environment: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("NOTIFIER_PORT=9104\nTWILIO_FROM=+447700900124\n")
+    settings = NotifierSettings()
+    assert (settings.port, settings.twilio.sender) == (9104, "+447700900124")
+
+
+def test_one_service_prefix_does_not_configure_the_other(
+        bare_environment: pytest.MonkeyPatch) -> None:
+    bare_environment.setenv("TRIAGE_PORT", "9105")
+    assert NotifierSettings().port == 8002
+
+
+def test_the_contract_documents_exactly_these_variables() -> None:
+    documented = set(re.findall(r"^\| `([A-Z_]+)`(?:, `([A-Z_]+)`)?", CONTRACT.read_text(),
+                                re.MULTILINE))
+    names = {name for pair in documented for name in pair if name}
+    assert names == {row[0] for row in VARIABLES}
