@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from broker_messages.codes import CODE_CATEGORIES, LEGACY_CODES
 
+# Control characters (tab and newline aside) and bidi overrides have no business in an id or a
+# free-text field that staff will read. One regular expression: a per-character Python check
+# cost triage a fifth of its rate once it typed each batch's roster records (`make bench`).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
 
 def _printable(value: str) -> str:
-    # Control characters and bidi overrides have no business in an id or a free-text field
-    # that staff will read.
-    if any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or 0x202A <= ord(ch) <= 0x202E
-           or 0x2066 <= ord(ch) <= 0x2069 for ch in value if ch not in "\n\t"):
+    if _UNPRINTABLE.search(value):
         raise ValueError("contains control or bidirectional-override characters")
     return value
 

@@ -21,7 +21,6 @@ from triage.rates import school_year_start
 from triage.rules import RULES, Decision, episodes, penalty_notice_threshold
 from triage.rules.marks import is_stale
 from triage.rules.rule import DayFacts, EpisodeFacts, RateFacts, RemovalFacts, RuleState
-from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
 _DAY_RULES = [rule.on_day for rule in RULES if rule.on_day is not None]
@@ -38,7 +37,7 @@ class Evaluator:
         self._conn = conn
         self._contexts = contexts
         # The rules read the roster record typed; only pupils on roll are evaluated.
-        self._pupils = {key: Pupil.model_validate(record)
+        self._pupils = {key: contexts[key[0]].pupil(record)
                         for key, (record, on_roll) in records.items() if on_roll}
         self._now = now
         self._placed: list[decision_store.Placed] = []

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from triage import decisions as decision_store
 from triage.models import marks, periodic_runs, pupils, schools
 from triage.rules import attendance_update, unexplained_not_recoded
-from triage.school_document import Pupil
 from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ async def plan_attendance_updates(conn: AsyncConnection, contexts: dict[str, Sch
             .where(pupils.c.school_urn == urn, pupils.c.on_roll.is_(True))
         )).scalars().all()
         wanted = [pupil for record in rows
-                  if attendance_update.wants_update(pupil := Pupil.model_validate(record),
+                  if attendance_update.wants_update(pupil := context.pupil(record),
                                                     context.policy)]
         await decision_store.schedule_new(conn, [
             (attendance_update.decide(urn, pupil, period, due_at), urn, pupil.id, day)

@@ -115,7 +115,7 @@ class Scheduler:
                 return 0, 0
             actions += await self._rest_of_schools(conn, actions, now)
             contexts = await self._schools.load(conn, {a.school_urn for a in actions})
-            records = {key: (Pupil.model_validate(record), on_roll)
+            records = {key: (contexts[key[0]].pupil(record), on_roll)
                        for key, (record, on_roll) in (await history.roster_records_many(
                            conn, {(a.school_urn, a.pupil_id) for a in actions})).items()}
             family_parts: list[_FamilyPart] = []

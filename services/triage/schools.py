@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from triage.calendar import SchoolCalendar
 from triage.models import pupils, schools
 from triage.policy import Policy
-from triage.school_document import SchoolDocument
+from triage.school_document import Pupil, SchoolDocument
 
 _CHUNK = 500  # rows per INSERT: stays well inside SQLite's bound-parameter limit
 
@@ -30,6 +30,18 @@ class SchoolContext:
     calendar: SchoolCalendar
     policy: Policy
     document: dict[str, Any]
+    # Roster records typed once per upload: the context is rebuilt whenever the school is
+    # stored again (`SchoolContextCache`), and only `store_school` writes a record. Validating
+    # every record of every batch again cost triage a fifth of its rate (`make bench`).
+    _typed: dict[str, Pupil] = field(default_factory=dict, init=False, repr=False,
+                                     compare=False)
+
+    def pupil(self, record: dict[str, Any]) -> Pupil:
+        """A stored roster record of this school, typed."""
+        typed = self._typed.get(record["id"])
+        if typed is None:
+            typed = self._typed[record["id"]] = Pupil.model_validate(record)
+        return typed
 
     def delivery_window(self, day: dt.date, days_ahead: int = 15) -> DeliveryWindow:
         """The school days from `day` on, for the notifier's quiet-hours and school-day hold."""
