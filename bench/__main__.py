@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 from servicekit.clock import FrozenClock
+from servicekit.database import make_engine
 from triage.settings import TriageSettings
 
 from bench import delivery, processes, rosters
 from bench.generator import LONDON, Authority, encode, expected_first_day_sms, generate
 from bench.infra import Databases, fresh_vhost, machine
 from bench.report import Report
-from bench.throughput import bare_consume, dead_lettered, triage_in_process
+from bench.throughput import bare_consume, bare_consume_underlay, dead_lettered, triage_in_process
 from tests.fakes.twilio_stub import TwilioStub
 
 SEED = 20261123
@@ -94,14 +95,31 @@ async def _in_process(mode: str, report: Report, workdir: Path, amqp_url: str,
                   f"median of {len(runs)} runs ({', '.join(f'{r.per_second:,.0f}' for r in runs)}); "
                   f"{bare.count:,} msgs, quorum queue, prefetch {prefetch}, one ack per message")
     report.figure("publish rate (confirms, 500 in flight)", f"{bare.publish_per_second:,.0f} msg/s")
+    # What servicekit.consumer's own plumbing is worth (its docstring cites this figure).
+    underlay_runs = sorted([await bare_consume_underlay(amqp_url, bodies, prefetch)
+                            for _ in range(BARE_RUNS)], key=lambda rate: rate.per_second)
+    underlay = underlay_runs[len(underlay_runs) // 2].per_second
+    report.figure("bare consume-and-ack on the aiormq channel underneath (BatchConsumer's path)",
+                  f"{underlay:,.0f} msg/s", _pct(underlay, ceiling),
+                  f"median of {len(underlay_runs)} runs; x{underlay / ceiling:.2f} the aio-pika "
+                  "consumer above: no IncomingMessage and no task per delivery")
 
     rate, service = await triage_in_process(
         amqp_url, rosters.copy_sqlite(sqlite_template, workdir / "triage.db"),
         FrozenClock(REGISTERS_CLOSED), bodies)
     await service.stop()
     sqlite_ratio = rate.per_second / ceiling
+    # What servicekit.sqlite_driver is worth (its docstring cites this figure).
+    stock_url = rosters.copy_sqlite(sqlite_template, workdir / "triage-stock.db")
+    stock, stock_service = await triage_in_process(
+        amqp_url, stock_url, FrozenClock(REGISTERS_CLOSED), bodies,
+        engine=make_engine(stock_url, one_trip=False))
+    await stock_service.stop()
     report.figure("triage on SQLite", f"{rate.per_second:,.0f} marks/s", _pct(rate.per_second, ceiling),
                   f"{rate.count:,} events pre-published (publish {rate.publish_per_second:,.0f}/s); timed from start() (schema already migrated) to wait_settled")
+    report.figure("triage on SQLite, SQLAlchemy's stock aiosqlite adapter",
+                  f"{stock.per_second:,.0f} marks/s", _pct(stock.per_second, ceiling),
+                  f"same run; servicekit.sqlite_driver above is x{rate.per_second / stock.per_second:.2f}")
     report.target("triage on SQLite >= 60% of bare", f"{100 * sqlite_ratio:.0f}%", sqlite_ratio >= 0.6)
 
     clock = FrozenClock(REGISTERS_CLOSED)

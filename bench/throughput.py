@@ -7,9 +7,11 @@ import time
 from dataclasses import dataclass
 
 import aio_pika
+import aiormq.abc
 from broker_messages import topology
 from servicekit.clock import Clock
 from servicekit.runtime import freeze_startup_objects
+from sqlalchemy.ext.asyncio import AsyncEngine
 from triage.app import TriageService
 from triage.migrations import upgrade
 from triage.settings import TriageSettings
@@ -91,12 +93,52 @@ async def dead_lettered(amqp_url: str) -> int:
         await connection.close()
 
 
+async def bare_consume_underlay(amqp_url: str, bodies: list[bytes], prefetch: int) -> Rate:
+    """`bare_consume`, but taking deliveries from the aiormq channel under aio-pika's, as
+    `servicekit.consumer.BatchConsumer` does: no `IncomingMessage` and no task per delivery,
+    still one ack per message. Its ratio to `bare_consume` is what that plumbing is worth."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(
+            BARE_QUEUE, durable=True,
+            arguments=topology.quorum_arguments(topology.EVENTS_DEAD_EXCHANGE))
+        published = await publish(channel.default_exchange, BARE_QUEUE, bodies)
+        consuming = await connection.channel()
+        await consuming.set_qos(prefetch_count=prefetch)
+        underlay = await consuming.get_underlay_channel()
+        done = asyncio.Event()
+        acked = 0
+        freeze_startup_objects()
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            nonlocal acked
+            assert message.delivery_tag is not None
+            await underlay.basic_ack(message.delivery_tag)
+            acked += 1
+            if acked >= len(bodies):
+                done.set()
+
+        started = time.perf_counter()
+        consumed = await underlay.basic_consume(BARE_QUEUE, on_message)
+        await asyncio.wait_for(done.wait(), timeout=600)
+        seconds = time.perf_counter() - started
+        assert consumed.consumer_tag is not None
+        await underlay.basic_cancel(consumed.consumer_tag)
+        await queue.delete(if_unused=False, if_empty=False)
+        return Rate(len(bodies), seconds, published)
+    finally:
+        await connection.close()
+
+
 async def triage_in_process(amqp_url: str, database_url: str, clock: Clock,
-                            bodies: list[bytes]) -> tuple[Rate, TriageService]:
+                            bodies: list[bytes],
+                            engine: AsyncEngine | None = None) -> tuple[Rate, TriageService]:
     """Publish the burst first, then start triage (scheduler off) and time it from start to
     the last event settled. Returns the running service: the caller stops it."""
     published = await fill_triage_queue(amqp_url, bodies)
-    service = TriageService(triage_settings(amqp_url, database_url), clock, run_scheduler=False)
+    service = TriageService(triage_settings(amqp_url, database_url), clock, run_scheduler=False,
+                            engine=engine)
     await upgrade(service.engine)  # schema work is not consumption: keep it out of the timing
     # The benchmark's own data (a generated authority, every message body) shares this
     # process: as the deployed service does with its start-up objects, keep it out of the

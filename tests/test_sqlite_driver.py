@@ -11,6 +11,7 @@ from typing import Any
 import aiosqlite
 import pytest
 from servicekit.database import make_engine
+from servicekit.sqlite_driver import OneTripDbapi
 from sqlalchemy import (
     Column,
     Integer,
@@ -33,9 +34,12 @@ items = Table("items", metadata,
               Column("name", String(20), nullable=False, unique=True))
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+@pytest.fixture(params=[True, False], ids=["one-trip", "stock-adapter"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """Each behaviour holds for this driver and for SQLAlchemy's stock adapter alike (the
+    benchmark's comparison runs on the second)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}",
+                         one_trip=request.param)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     yield engine
@@ -63,7 +67,10 @@ async def test_a_statement_is_one_trip_to_the_connection_thread(
         trips.clear()
         await conn.execute(insert(items), [{"name": "a"}, {"name": "b"}])
         rows = (await conn.execute(select(items.c.name).order_by(items.c.name))).all()
-        assert len(trips) == 2, trips  # SQLAlchemy's own adapter makes seven
+        if isinstance(engine.dialect.dbapi, OneTripDbapi):
+            assert len(trips) == 2, trips
+        else:
+            assert len(trips) > 2, trips  # SQLAlchemy's own adapter makes seven
     assert [r.name for r in rows] == ["a", "b"]
 
 

@@ -56,16 +56,20 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, *, one_trip: bool = True) -> AsyncEngine:
     """JSON columns are read with orjson: a busy morning reads every pupil's roster record,
     and `json.loads` (three times slower) took a twentieth of the consumer's CPU. They are
-    still written by `json.dumps`, which accepts more than orjson does (numeric keys)."""
+    still written by `json.dumps`, which accepts more than orjson does (numeric keys).
+
+    `one_trip=False`: SQLite through SQLAlchemy's stock aiosqlite adapter instead of
+    `servicekit.sqlite_driver` (the benchmark measures what the driver is worth)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, module=OneTripDbapi(), json_deserializer=orjson.loads,
-                                     connect_args={"timeout": 30})
+        driver: dict[str, Any] = {"module": OneTripDbapi()} if one_trip else {}
+        engine = create_async_engine(url, json_deserializer=orjson.loads,
+                                     connect_args={"timeout": 30}, **driver)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

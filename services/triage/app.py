@@ -18,6 +18,7 @@ from servicekit.database import database_reachable, make_engine
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import operations_router, set_api_token
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from triage import deps
 from triage.api import router
@@ -37,11 +38,12 @@ log = logging.getLogger(__name__)
 
 class TriageService:
     def __init__(self, settings: TriageSettings, clock: Clock | None = None,
-                 run_scheduler: bool = True) -> None:
+                 run_scheduler: bool = True, engine: AsyncEngine | None = None) -> None:
+        """`engine`: the database engine, when not the one `settings.database_url` makes."""
         self.settings = settings
         self.clock = clock or clock_from_setting(settings.clock_offset_seconds)
         self.metrics = TriageMetrics()
-        self.engine = make_engine(settings.database_url)
+        self.engine = engine or make_engine(settings.database_url)
         self.schools = SchoolContextCache()
         self.ingestor = Ingestor(self.engine, self.clock, self.schools,
                                  on_cancelled=self._wake_relay)
