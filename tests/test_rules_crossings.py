@@ -57,7 +57,8 @@ CROSSINGS = [
 @pytest.mark.parametrize(("rule", "counts", "before", "number", "after"), CROSSINGS)
 def test_crossing(rule: ModuleType, counts: Counts, before: RuleState, number: int | None,
                   after: RuleState) -> None:
-    state, decision = rule.decide(rate_facts(counts), before)
+    assert rule.RULE.on_rates is not None
+    state, decision = rule.RULE.on_rates(rate_facts(counts), before)
     assert state == after
     if number is None:
         assert decision is None
@@ -92,7 +93,8 @@ RECIPIENTS = [
 @pytest.mark.parametrize(("rule", "policy", "channels", "refs"), RECIPIENTS)
 def test_who_hears_when_still_crossed(rule: ModuleType, policy: Policy,
                                       channels: tuple[str, ...] | None, refs: list[str]) -> None:
-    outreach = rule.plan(due(rule.ID, MONDAY), DueFacts(year_counts=absent(60)), school(policy),
+    assert rule.RULE.plan is not None
+    outreach = rule.RULE.plan(due(rule.ID, MONDAY), DueFacts(year_counts=absent(60)), school(policy),
                          WITH_WORKER, at(MONDAY, 10))
     assert outreach.cancel is None
     assert [r.channels for r in outreach.family] == ([channels] if channels else [])
@@ -106,6 +108,7 @@ def test_who_hears_when_still_crossed(rule: ModuleType, policy: Policy,
                                   severe_absence])
 def test_an_amendment_that_undid_the_crossing_sends_nothing(rule: ModuleType) -> None:
     """Crossings: "if an amendment has taken the pupil back over the line, nothing is sent"."""
-    outreach = rule.plan(due(rule.ID, MONDAY), DueFacts(year_counts=absent(0)), school(),
+    assert rule.RULE.plan is not None
+    outreach = rule.RULE.plan(due(rule.ID, MONDAY), DueFacts(year_counts=absent(0)), school(),
                          pupil(), at(MONDAY, 10))
     assert outreach.cancel is not None and "no longer" in outreach.cancel

@@ -10,13 +10,20 @@ school year; the crossing number is the dedup key ("pupil + crossing").
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal
 
+from triage.policy import Policy
 from triage.rates import Counts, rates_actionable
 from triage.rules.decisions import Decision, Schedule, key
-from triage.rules.rule import DueFacts, Outreach, RateFacts, RuleState
+from triage.rules.rule import DueAction, DueFacts, Need, Outreach, RateFacts, Rule, RuleState
+from triage.school_document import Pupil
+from triage.schools import SchoolContext
+
+# Who hears of a crossing still standing when its message falls due (the rates are added).
+Recipients = Callable[[DueAction, SchoolContext, Pupil], Outreach]
 
 
 @dataclass(frozen=True)
@@ -99,3 +106,23 @@ def rate_details(counts: Counts) -> dict[str, str | int | float]:
     return {"attendance_percent": round(counts.attendance_rate * 100, 1),
             "absence_percent": round(counts.absence_rate * 100, 1),
             "possible_sessions": counts.possible}
+
+
+def crossing_rule(rule_id: str, threshold: Callable[[Policy], Threshold],
+                  recipients: Recipients, *, family: bool = False) -> Rule:
+    """A rate rule: decided when the counters move (`crossing`), re-checked when its message
+    falls due (`still_crossed`); `recipients` says who hears, and every message reports the
+    rates. `family`: parents hear too, and must be reachable."""
+
+    def decide(facts: RateFacts, state: RuleState) -> tuple[RuleState, Decision | None]:
+        return crossing(threshold(facts.policy), facts, state)
+
+    def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
+             now: dt.datetime) -> Outreach:
+        counts = still_crossed(threshold(school.policy), facts)
+        if isinstance(counts, Outreach):
+            return counts
+        return replace(recipients(due, school, pupil), details=rate_details(counts))
+
+    return Rule(id=rule_id, on_rates=decide, state_scope="year", plan=plan,
+                needs=frozenset({Need.YEAR_COUNTS}), family=family, must_reach_family=family)
