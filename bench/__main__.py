@@ -26,7 +26,7 @@ from bench import delivery, processes, rosters
 from bench.generator import LONDON, Authority, encode, expected_first_day_sms, generate
 from bench.infra import Databases, fresh_vhost, machine
 from bench.report import Report
-from bench.throughput import bare_consume, bare_consume_underlay, dead_lettered, triage_in_process
+from bench.throughput import bare_consume, dead_lettered, triage_in_process
 from tests.fakes.twilio_stub import TwilioStub
 
 SEED = 20261123
@@ -96,7 +96,7 @@ async def _in_process(mode: str, report: Report, workdir: Path, amqp_url: str,
                   f"{bare.count:,} msgs, quorum queue, prefetch {prefetch}, one ack per message")
     report.figure("publish rate (confirms, 500 in flight)", f"{bare.publish_per_second:,.0f} msg/s")
     # What servicekit.consumer's own plumbing is worth (its docstring cites this figure).
-    underlay_runs = sorted([await bare_consume_underlay(amqp_url, bodies, prefetch)
+    underlay_runs = sorted([await bare_consume(amqp_url, bodies, prefetch, underlay=True)
                             for _ in range(BARE_RUNS)], key=lambda rate: rate.per_second)
     underlay = underlay_runs[len(underlay_runs) // 2].per_second
     report.figure("bare consume-and-ack on the aiormq channel underneath (BatchConsumer's path)",

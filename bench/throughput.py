@@ -36,9 +36,14 @@ class Rate:
         return self.count / self.publish_seconds
 
 
-async def bare_consume(amqp_url: str, bodies: list[bytes], prefetch: int) -> Rate:
+async def bare_consume(amqp_url: str, bodies: list[bytes], prefetch: int,
+                       underlay: bool = False) -> Rate:
     """Consume and ack every message, one ack per message as triage does, from a quorum queue
-    with triage's arguments and prefetch: what this broker and client allow at most."""
+    with triage's arguments and prefetch: what this broker and client allow at most.
+
+    `underlay`: take deliveries from the aiormq channel under aio-pika's, as
+    `servicekit.consumer.BatchConsumer` does (no `IncomingMessage` and no task per delivery);
+    its ratio to the aio-pika consumer is what that plumbing is worth."""
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
@@ -50,20 +55,37 @@ async def bare_consume(amqp_url: str, bodies: list[bytes], prefetch: int) -> Rat
         await consuming.set_qos(prefetch_count=prefetch)
         done = asyncio.Event()
         acked = 0
-        freeze_startup_objects()  # as for triage below: the harness's data is not timed
 
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        def count() -> None:
             nonlocal acked
-            await message.ack()
             acked += 1
             if acked >= len(bodies):
                 done.set()
 
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            count()
+
+        raw = await consuming.get_underlay_channel()
+
+        async def on_delivery(message: aiormq.abc.DeliveredMessage) -> None:
+            assert message.delivery_tag is not None
+            await raw.basic_ack(message.delivery_tag)
+            count()
+
+        freeze_startup_objects()  # as for triage below: the harness's data is not timed
         started = time.perf_counter()
-        tag = await (await consuming.get_queue(BARE_QUEUE)).consume(on_message)
+        if underlay:
+            tag = (await raw.basic_consume(BARE_QUEUE, on_delivery)).consumer_tag
+        else:
+            tag = await (await consuming.get_queue(BARE_QUEUE)).consume(on_message)
         await asyncio.wait_for(done.wait(), timeout=600)
         seconds = time.perf_counter() - started
-        await (await consuming.get_queue(BARE_QUEUE)).cancel(tag)
+        assert tag is not None
+        if underlay:
+            await raw.basic_cancel(tag)
+        else:
+            await (await consuming.get_queue(BARE_QUEUE)).cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
         return Rate(len(bodies), seconds, published)
     finally:
@@ -89,44 +111,6 @@ async def dead_lettered(amqp_url: str) -> int:
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         return (await queue_state(connection, topology.EVENTS_DEAD_QUEUE))[0]
-    finally:
-        await connection.close()
-
-
-async def bare_consume_underlay(amqp_url: str, bodies: list[bytes], prefetch: int) -> Rate:
-    """`bare_consume`, but taking deliveries from the aiormq channel under aio-pika's, as
-    `servicekit.consumer.BatchConsumer` does: no `IncomingMessage` and no task per delivery,
-    still one ack per message. Its ratio to `bare_consume` is what that plumbing is worth."""
-    connection = await aio_pika.connect_robust(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        queue = await channel.declare_queue(
-            BARE_QUEUE, durable=True,
-            arguments=topology.quorum_arguments(topology.EVENTS_DEAD_EXCHANGE))
-        published = await publish(channel.default_exchange, BARE_QUEUE, bodies)
-        consuming = await connection.channel()
-        await consuming.set_qos(prefetch_count=prefetch)
-        underlay = await consuming.get_underlay_channel()
-        done = asyncio.Event()
-        acked = 0
-        freeze_startup_objects()
-
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            nonlocal acked
-            assert message.delivery_tag is not None
-            await underlay.basic_ack(message.delivery_tag)
-            acked += 1
-            if acked >= len(bodies):
-                done.set()
-
-        started = time.perf_counter()
-        consumed = await underlay.basic_consume(BARE_QUEUE, on_message)
-        await asyncio.wait_for(done.wait(), timeout=600)
-        seconds = time.perf_counter() - started
-        assert consumed.consumer_tag is not None
-        await underlay.basic_cancel(consumed.consumer_tag)
-        await queue.delete(if_unused=False, if_empty=False)
-        return Rate(len(bodies), seconds, published)
     finally:
         await connection.close()
 
