@@ -16,7 +16,7 @@ from broker_messages.codes import CODE_CATEGORIES, LEGACY_CODES
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def _printable(value: str) -> str:
+def printable(value: str) -> str:
     if _UNPRINTABLE.search(value):
         raise ValueError("contains control or bidirectional-override characters")
     return value
@@ -32,7 +32,7 @@ Identifier = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
 ]
 Urn = Annotated[str, Field(pattern=r"^[0-9]{6,8}$")]
-FreeText = Annotated[str, Field(max_length=2000), AfterValidator(_printable)]
+FreeText = Annotated[str, Field(max_length=2000), AfterValidator(printable)]
 RegisterCode = Annotated[str, Field(max_length=3), AfterValidator(_known_code)]
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from broker_messages.events import FreeText, Identifier, Urn
+from broker_messages.events import Identifier, Urn, printable
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from triage.policy import Policy
@@ -15,7 +15,6 @@ E164 = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")]
 Email = Annotated[
     str, Field(max_length=254, pattern=r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[A-Za-z]{2,}$")
 ]
-Name = Annotated[FreeText, Field(min_length=1, max_length=200)]
 
 
 def _no_newlines(value: str) -> str:
@@ -24,6 +23,10 @@ def _no_newlines(value: str) -> str:
     return value
 
 
+# The length first, then the Python checks: a length limit placed after a Python validator
+# (as `Annotated[FreeText, Field(...)]` would) runs in Python too, and triage types every
+# roster record its batches touch.
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(printable)]
 SingleLineName = Annotated[Name, AfterValidator(_no_newlines)]
 
 
