@@ -11,11 +11,18 @@ from broker_messages.contact import Channel, ContactRequest, PupilRef, Recipient
 from fastapi import APIRouter, HTTPException, Path, Query
 from jinja2 import TemplateError, TemplateNotFound
 from pydantic import BaseModel, Field
-from servicekit.web import Authenticated
+from servicekit.keys import Principal
+from servicekit.web import Authenticated, ensure_school
 from sqlalchemy import select
 
 from notifier.compose import UNREACHABLE_RULE, render_unreachable
-from notifier.deps import EngineDep, TemplatesDep
+from notifier.deps import (
+    EngineDep,
+    NotificationsReader,
+    RepliesReader,
+    TemplatesDep,
+    TemplatesReader,
+)
 from notifier.models import notifications, replies
 
 log = logging.getLogger(__name__)
@@ -23,6 +30,18 @@ log = logging.getLogger(__name__)
 api = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 
 SchoolUrn = Annotated[str | None, Query(pattern=r"^[0-9]{6,8}$")]
+
+
+def _of_callers_schools(query: Any, column: Any, caller: Principal,
+                        school_urn: str | None) -> Any:
+    """A list asked for one school (which the key must serve), or for all the key serves:
+    never a row of another school, nor one of no school unless the key serves every school."""
+    if school_urn:
+        ensure_school(caller, school_urn)
+        return query.where(column == school_urn)
+    if caller.schools is not None:
+        return query.where(column.in_(sorted(caller.schools)))
+    return query
 
 
 class Notification(BaseModel):
@@ -45,14 +64,15 @@ class Notification(BaseModel):
 @api.get("/notifications", response_model=list[Notification])
 async def list_notifications(
     engine: EngineDep,
+    caller: NotificationsReader,
     school_urn: SchoolUrn = None,
     pupil_id: Annotated[str | None, Query(max_length=64)] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> Any:
-    query = select(notifications).order_by(notifications.c.created_at, notifications.c.id)
-    if school_urn:
-        query = query.where(notifications.c.school_urn == school_urn)
+    query = _of_callers_schools(
+        select(notifications).order_by(notifications.c.created_at, notifications.c.id),
+        notifications.c.school_urn, caller, school_urn)
     if rule:
         query = query.where(notifications.c.rule == rule)
     async with engine.connect() as conn:
@@ -86,14 +106,15 @@ class Reply(BaseModel):
 @api.get("/replies", response_model=list[Reply], response_model_by_alias=True)
 async def list_replies(
     engine: EngineDep,
+    caller: RepliesReader,
     school_urn: SchoolUrn = None,
     matched: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> Any:
     """Replies for staff, newest first; `matched=false` lists the ones from unknown numbers."""
-    query = select(replies).order_by(replies.c.received_at.desc(), replies.c.id).limit(limit)
-    if school_urn:
-        query = query.where(replies.c.school_urn == school_urn)
+    query = _of_callers_schools(
+        select(replies).order_by(replies.c.received_at.desc(), replies.c.id).limit(limit),
+        replies.c.school_urn, caller, school_urn)
     if matched is not None:
         query = query.where(replies.c.matched == matched)
     async with engine.connect() as conn:
@@ -127,6 +148,7 @@ def _sample_request(rule: str) -> ContactRequest:
 @api.get("/templates/{rule}/preview", response_model=Preview)
 async def preview_template(
     templates: TemplatesDep,
+    caller: TemplatesReader,
     rule: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
     channel: Channel = "sms",
     language: Annotated[str, Query(pattern=r"^[a-z]{2,3}$")] = "en",

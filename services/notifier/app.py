@@ -4,9 +4,11 @@ the HTTP API are built here and nowhere else. Routes reach what they need throug
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sys
 
 from aio_pika.abc import AbstractRobustConnection
 from broker_messages import topology
@@ -17,9 +19,11 @@ from servicekit import broker, logs
 from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
+from servicekit.key_admin import key_command, keys_router
+from servicekit.keys import KeyStore
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
-from servicekit.web import operations_router, set_api_token
+from servicekit.web import install_keys, operations_router
 
 from notifier import deps
 from notifier.api import api
@@ -29,7 +33,7 @@ from notifier.fallback import FamilyChase
 from notifier.intake import Intake
 from notifier.metrics import NotifierMetrics
 from notifier.migrations import upgrade
-from notifier.models import outbox
+from notifier.models import api_keys, outbox
 from notifier.providers import Provider
 from notifier.providers.outbox import OutboxFile
 from notifier.providers.smtp import SmtpEmail
@@ -99,6 +103,8 @@ class NotifierService:
         self.timer = timer or LoopTimer()
         self.metrics = NotifierMetrics()
         self.engine = make_engine(settings.database_url)
+        # Keys read "ntk_…", so a key for one service is never tried on the other.
+        self.keys = KeyStore(self.engine, api_keys, prefix="ntk")
         self.templates = TemplateLibrary(settings.templates_dir)
         self.intake = Intake(self.engine, self.clock, self.templates, self.metrics)
         self.cancellations = Cancellations(self.engine, self.clock, self.metrics,
@@ -195,15 +201,28 @@ class NotifierService:
 def create_app(service: NotifierService) -> FastAPI:
     app = FastAPI(title="Absence notifier", version="1.0.0")
     deps.install(app, service)
-    set_api_token(app, service.settings.api_token)
+    install_keys(app, service.settings.api_token, service.keys, service.clock)
     app.include_router(api)
     app.include_router(webhooks)
+    app.include_router(keys_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
     return app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Serve the API and workers; `keys create|list|revoke …` manages API keys instead."""
+    argv = sys.argv[1:] if argv is None else argv
     settings = NotifierSettings()
     logs.configure(settings.log_level)
     service = NotifierService(settings)
+    if argv[:1] == ["keys"]:
+        raise SystemExit(asyncio.run(_keys(service, argv[1:])))
     serve(service, create_app(service), settings.host, settings.port)
+
+
+async def _keys(service: NotifierService, argv: list[str]) -> int:
+    try:
+        return await key_command("notifier", argv, service.keys, service.clock,
+                                 lambda: upgrade(service.engine))
+    finally:
+        await service.engine.dispose()

@@ -10,6 +10,8 @@ from typing import Annotated, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from servicekit.clock import Clock
+from servicekit.keys import Principal, Scope
+from servicekit.web import requires
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.dispatch import Dispatcher
@@ -69,3 +71,8 @@ def _templates(service: ServiceDep) -> TemplateLibrary:
 
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 TemplatesDep = Annotated[TemplateLibrary, Depends(_templates)]
+
+# The caller, when their key has the scope the route needs (docs/security.md).
+NotificationsReader = Annotated[Principal, Depends(requires(Scope.NOTIFICATIONS_READ))]
+RepliesReader = Annotated[Principal, Depends(requires(Scope.REPLIES_READ))]
+TemplatesReader = Annotated[Principal, Depends(requires(Scope.TEMPLATES_READ))]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from servicekit.database import UtcDateTime
+from servicekit.keys import api_keys_table
 from servicekit.outbox import outbox_table
 from sqlalchemy import (
     JSON,
@@ -169,3 +170,6 @@ inbound_messages = Table(
 # The notifier's transactional outbox (ReplyReceived and FamilyUnreachable to triage); triage
 # has its own `outbox`.
 outbox = outbox_table(metadata, name="notifier_outbox")
+
+# Callers' API keys, hashed (servicekit.keys); triage has its own `api_keys`.
+api_keys = api_keys_table(metadata, name="notifier_api_keys")

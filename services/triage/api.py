@@ -12,10 +12,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from servicekit.broker import persistent_message
 from servicekit.requests import read_json, validation_problems
-from servicekit.web import Authenticated
+from servicekit.web import Authenticated, ensure_school
 from sqlalchemy import select, update
 
-from triage.deps import ClockDep, EngineDep, IngestorDep, ServiceDep
+from triage.deps import (
+    ClockDep,
+    EngineDep,
+    IngestorDep,
+    MarksWriter,
+    SchoolsWriter,
+    ServiceDep,
+    TasksReader,
+    TasksWriter,
+)
 from triage.models import tasks
 from triage.school_document import (
     SchoolDocument,
@@ -35,8 +44,9 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 @router.put("/schools/{urn}", openapi_extra=_body_schema(SchoolDocument))
 async def put_school(urn: str, request: Request, engine: EngineDep, clock: ClockDep,
-                     ingestor: IngestorDep) -> dict[str, Any]:
+                     ingestor: IngestorDep, caller: SchoolsWriter) -> dict[str, Any]:
     """Create or replace a school, its calendar, staff, policy and roster in one document."""
+    ensure_school(caller, urn)
     raw = await read_json(request)
     problems = duplicate_pupil_problems(raw)
     document: SchoolDocument | None = None
@@ -68,7 +78,7 @@ class EventsAccepted(BaseModel):
 
 
 @router.post("/events", status_code=202, response_model=EventsAccepted)
-async def post_events(request: Request, service: ServiceDep) -> Any:
+async def post_events(request: Request, service: ServiceDep, caller: MarksWriter) -> Any:
     """HTTP ingest: one event or an array of up to 1,000, published with confirms."""
     raw = await read_json(request)
     items = raw if isinstance(raw, list) else [raw]
@@ -80,9 +90,16 @@ async def post_events(request: Request, service: ServiceDep) -> Any:
     for index, item in enumerate(items):
         prefix: list[str | int] = ["body", index] if isinstance(raw, list) else ["body"]
         try:
-            valid.append((prefix, EVENT_ADAPTER.validate_python(item)))
+            event = EVENT_ADAPTER.validate_python(item)
         except ValidationError as error:
             problems.extend(validation_problems(error, prefix))
+            continue
+        # docs/security.md: an event for a school the key does not serve is refused alone.
+        if not caller.serves(event.school_urn):
+            problems.append({"loc": [*prefix, "school_urn"], "type": "forbidden",
+                             "msg": "this key does not serve this school"})
+            continue
+        valid.append((prefix, event))
     reasons = await service.ingestor.rejections([event for _, event in valid])
     accepted = []
     exchange = service.events_exchange
@@ -121,9 +138,11 @@ class TaskOutcome(BaseModel):
 @router.get("/tasks", response_model=list[Task])
 async def list_tasks(
     engine: EngineDep,
+    caller: TasksReader,
     school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
     status: Literal["open", "done", "cancelled"] | None = None,
 ) -> Any:
+    ensure_school(caller, school_urn)
     query = select(tasks).where(tasks.c.school_urn == school_urn).order_by(tasks.c.id)
     if status:
         query = query.where(tasks.c.status == status)
@@ -134,11 +153,12 @@ async def list_tasks(
 @router.post("/tasks/{task_id}/complete", response_model=Task)
 async def complete_task(
     task_id: Annotated[int, Path(ge=1, le=2**31 - 1)], outcome: TaskOutcome,
-    engine: EngineDep, clock: ClockDep,
+    engine: EngineDep, clock: ClockDep, caller: TasksWriter,
 ) -> Any:
     async with engine.begin() as conn:
         row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
-        if row is None:
+        # Another school's task is answered as one that does not exist: its id says nothing.
+        if row is None or not caller.serves(row.school_urn):
             raise HTTPException(404, "no such task")
         if row.status != "open":
             raise HTTPException(409, f"task is already {row.status}")

@@ -4,7 +4,9 @@ the HTTP API are built here and nowhere else. Routes reach what they need throug
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from broker_messages import topology
@@ -15,9 +17,11 @@ from servicekit import broker, logs
 from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
+from servicekit.key_admin import key_command, keys_router
+from servicekit.keys import KeyStore
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
-from servicekit.web import operations_router, set_api_token
+from servicekit.web import install_keys, operations_router
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from triage import deps
@@ -25,7 +29,7 @@ from triage.api import router
 from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
 from triage.migrations import upgrade
-from triage.models import outbox
+from triage.models import api_keys, outbox
 from triage.replies import EVENT_ADAPTER as NOTIFIER_EVENTS
 from triage.replies import ReplyRecorder
 from triage.scheduler import Scheduler
@@ -44,6 +48,8 @@ class TriageService:
         self.clock = clock or clock_from_setting(settings.clock_offset_seconds)
         self.metrics = TriageMetrics()
         self.engine = engine or make_engine(settings.database_url)
+        # Keys read "trk_…", so a key for one service is never tried on the other.
+        self.keys = KeyStore(self.engine, api_keys, prefix="trk")
         self.schools = SchoolContextCache()
         self.ingestor = Ingestor(self.engine, self.clock, self.schools,
                                  on_cancelled=self._wake_relay)
@@ -133,15 +139,28 @@ class TriageService:
 def create_app(service: TriageService) -> FastAPI:
     app = FastAPI(title="Absence triage", version="1.0.0")
     deps.install(app, service)
-    set_api_token(app, service.settings.api_token)
+    install_keys(app, service.settings.api_token, service.keys, service.clock)
     app.include_router(router)
     app.include_router(timeline_router)
+    app.include_router(keys_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
     return app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Serve the API and workers; `keys create|list|revoke …` manages API keys instead."""
+    argv = sys.argv[1:] if argv is None else argv
     settings = TriageSettings()
     logs.configure(settings.log_level)
     service = TriageService(settings)
+    if argv[:1] == ["keys"]:
+        raise SystemExit(asyncio.run(_keys(service, argv[1:])))
     serve(service, create_app(service), settings.host, settings.port)
+
+
+async def _keys(service: TriageService, argv: list[str]) -> int:
+    try:
+        return await key_command("triage", argv, service.keys, service.clock,
+                                 lambda: upgrade(service.engine))
+    finally:
+        await service.engine.dispose()

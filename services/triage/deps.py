@@ -11,6 +11,8 @@ from typing import Annotated, Protocol
 from aio_pika.abc import AbstractExchange
 from fastapi import Depends, FastAPI, Request
 from servicekit.clock import Clock
+from servicekit.keys import Principal, Scope
+from servicekit.web import requires
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from triage.ingest import Ingestor
@@ -58,3 +60,10 @@ def _ingestor(service: ServiceDep) -> Ingestor:
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
+
+# The caller, when their key has the scope the route needs (docs/security.md).
+SchoolsWriter = Annotated[Principal, Depends(requires(Scope.SCHOOLS_WRITE))]
+MarksWriter = Annotated[Principal, Depends(requires(Scope.MARKS_WRITE))]
+TasksReader = Annotated[Principal, Depends(requires(Scope.TASKS_READ))]
+TasksWriter = Annotated[Principal, Depends(requires(Scope.TASKS_WRITE))]
+TimelineReader = Annotated[Principal, Depends(requires(Scope.TIMELINE_READ))]

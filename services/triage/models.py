@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from servicekit.database import UtcDateTime
+from servicekit.keys import api_keys_table
 from servicekit.outbox import outbox_table
 from sqlalchemy import (
     JSON,
@@ -192,3 +193,6 @@ periodic_runs = Table(
 )
 
 outbox = outbox_table(metadata)
+
+# Callers' API keys, hashed (servicekit.keys); the notifier keeps its own.
+api_keys = api_keys_table(metadata)

@@ -12,12 +12,12 @@ import orjson
 from broker_messages.codes import canonical_code
 from broker_messages.events import RegisterMark
 from fastapi import APIRouter, HTTPException, Query
-from servicekit.web import Authenticated
+from servicekit.web import Authenticated, ensure_school
 from sqlalchemy import select
 
 from triage import counters
 from triage.decisions import ActionStatus
-from triage.deps import ServiceDep
+from triage.deps import ServiceDep, TimelineReader
 from triage.models import (
     decisions,
     marks,
@@ -36,9 +36,11 @@ router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 async def pupil_timeline(
     pupil_id: str,
     service: ServiceDep,
+    caller: TimelineReader,
     school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
     since: dt.date | None = None,
 ) -> dict[str, Any]:
+    ensure_school(caller, school_urn)
     today = service.clock.now().date()
     since = since or school_year_start(today)
     async with service.engine.connect() as conn:
