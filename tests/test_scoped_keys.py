@@ -105,12 +105,14 @@ async def test_only_a_key_for_every_school_may_manage_keys(stack: Stack) -> None
     assert response.status_code == 422 and "keys:admin" in response.text
 
 
-async def test_keys_are_managed_from_the_command_line(tmp_path: Path) -> None:
-    database_url = f"sqlite+aiosqlite:///{tmp_path}/triage.db"
-    env = {**os.environ, "TRIAGE_DATABASE_URL": database_url, "API_TOKEN": API_TOKEN}
+@pytest.mark.parametrize("service", ["triage", "notifier"])
+async def test_keys_are_managed_from_the_command_line(tmp_path: Path, service: str) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/{service}.db"
+    env = {**os.environ, f"{service.upper()}_DATABASE_URL": database_url,
+           "API_TOKEN": API_TOKEN}
 
     def keys(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "triage", "keys", *args], env=env,
+        return subprocess.run([sys.executable, "-m", service, "keys", *args], env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=60,
                               check=False)
 
@@ -119,14 +121,21 @@ async def test_keys_are_managed_from_the_command_line(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     made = json.loads(created.stdout)
     assert made["schools"] == [SCHOOL_A] and made["scopes"] == ["marks:write"]
+    assert made["key"].startswith({"triage": "trk_", "notifier": "ntk_"}[service])
     listed = keys("list")
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [made["id"]]
     assert made["key"].rsplit("_", 1)[-1] not in listed.stdout
+    assert keys("create", "--name", "x", "--scope", "keys:admin",
+                "--school", SCHOOL_A).returncode == 2
+    if service == "notifier":
+        assert keys("revoke", made["id"]).returncode == 0
+        assert json.loads(keys("list").stdout)["revoked_at"] is not None
+        return
 
-    service = TriageService(TriageSettings(database_url=database_url,
-                                           api_token=SecretStr(API_TOKEN)))
+    triage = TriageService(TriageSettings(database_url=database_url,
+                                          api_token=SecretStr(API_TOKEN)))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=triage_app(service)),
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=triage_app(triage)),
                                      base_url="http://triage.test") as client:
             wrong_scope = await client.get("/api/v1/tasks", params={"school_urn": SCHOOL_A},
                                            headers={"Authorization": f"Bearer {made['key']}"})
@@ -136,7 +145,7 @@ async def test_keys_are_managed_from_the_command_line(tmp_path: Path) -> None:
                                        headers={"Authorization": f"Bearer {made['key']}"})
             assert revoked.status_code == 401
     finally:
-        await service.engine.dispose()
+        await triage.engine.dispose()
     assert keys("revoke", "0123").returncode == 1
 
 
