@@ -148,7 +148,7 @@ def _sample_request(rule: str) -> ContactRequest:
 @api.get("/templates/{rule}/preview", response_model=Preview)
 async def preview_template(
     templates: TemplatesDep,
-    caller: TemplatesReader,
+    caller: TemplatesReader,  # the scope check; previews hold no school's data
     rule: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
     channel: Channel = "sms",
     language: Annotated[str, Query(pattern=r"^[a-z]{2,3}$")] = "en",
