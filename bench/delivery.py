@@ -32,7 +32,7 @@ from triage.app import TriageService
 from twilio.rest import Client
 
 from bench.generator import Authority, encode, expected_first_day_sms, sibling_groups
-from bench.infra import publish
+from bench.infra import SIGNING_KEY, publish
 from bench.throughput import Rate, triage_settings
 from tests.fakes.twilio_stub import TwilioStub
 
@@ -51,6 +51,7 @@ def notifier_settings(amqp_url: str, database_url: str, stub: TwilioStub, workdi
     return NotifierSettings(
         amqp_url=amqp_url, database_url=database_url,
         public_base_url=PUBLIC_BASE_URL, outbox_dir=workdir / "outbox",
+        contact_signing_key=SecretStr(SIGNING_KEY),
         twilio=TwilioSettings(account_sid=stub.account_sid, auth_token=SecretStr(stub.auth_token),
                               sender=SENDER, api_base=stub.base_url),
         retry_initial_seconds=0.05, dispatch_poll_seconds=0.05,
@@ -281,7 +282,8 @@ async def notifier_rate(amqp_url: str, notifier_db: str, stub: TwilioStub, clock
         await topology.declare_requests(channel)
         exchange = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
         published = await publish(exchange, topology.CONTACT_REQUEST_ROUTING_KEY,
-                                   [r.model_dump_json(by_alias=True).encode() for r in requests])
+                                   [r.model_dump_json(by_alias=True).encode() for r in requests],
+                                   signed=True)
     finally:
         await connection.close()
     notifier = NotifierService(notifier_settings(amqp_url, notifier_db, stub, workdir, limit),

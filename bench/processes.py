@@ -16,7 +16,7 @@ import aio_pika
 from broker_messages import topology
 
 from bench.delivery import PUBLIC_BASE_URL, RATE_LIMIT_SETTING, SENDER, UNLIMITED
-from bench.infra import Databases, free_port, peak_rss_mb, publish, queue_state
+from bench.infra import SIGNING_KEY, Databases, free_port, peak_rss_mb, publish, queue_state
 from bench.throughput import fill_triage_queue
 from tests.fakes.twilio_stub import TwilioStub
 
@@ -57,7 +57,7 @@ def _base_env(amqp_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TRIAGE_", "NOTIFIER_", "TWILIO_", "SMTP_"))}
     env.update(AMQP_URL=amqp_url, API_TOKEN="bench-token-of-sufficient-length",
-               LOG_LEVEL="WARNING")
+               CONTACT_SIGNING_KEY=SIGNING_KEY, LOG_LEVEL="WARNING")
     return env
 
 
@@ -116,7 +116,7 @@ async def notifier_process(amqp_url: str, databases: Databases, stub: TwilioStub
         # What a triage process's scheduler requested meanwhile is not part of this workload.
         await (await channel.get_queue(topology.NOTIFIER_QUEUE)).purge()
         exchange = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
-        await publish(exchange, topology.CONTACT_REQUEST_ROUTING_KEY, requests)
+        await publish(exchange, topology.CONTACT_REQUEST_ROUTING_KEY, requests, signed=True)
     finally:
         await connection.close()
     database = await databases.create()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import aio_pika
 import aiormq.abc
 from broker_messages import topology
+from pydantic import SecretStr
 from servicekit.clock import Clock
 from servicekit.runtime import freeze_startup_objects
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,7 +17,7 @@ from triage.app import TriageService
 from triage.migrations import upgrade
 from triage.settings import TriageSettings
 
-from bench.infra import publish, queue_state
+from bench.infra import SIGNING_KEY, publish, queue_state
 
 BARE_QUEUE = "bench.bare-consumer"
 
@@ -93,7 +94,8 @@ async def bare_consume(amqp_url: str, bodies: list[bytes], prefetch: int,
 
 
 def triage_settings(amqp_url: str, database_url: str, **extra: object) -> TriageSettings:
-    return TriageSettings(amqp_url=amqp_url, database_url=database_url, **extra)
+    return TriageSettings(amqp_url=amqp_url, database_url=database_url,
+                          contact_signing_key=SecretStr(SIGNING_KEY), **extra)
 
 
 async def fill_triage_queue(amqp_url: str, bodies: list[bytes]) -> float:

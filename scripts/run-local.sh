@@ -8,7 +8,13 @@ if [ -z "${API_TOKEN:-}" ]; then
   [ -s var/api-token ] || .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(24))" > var/api-token
   API_TOKEN=$(cat var/api-token)
 fi
-export API_TOKEN
+# Both services need the same key: triage signs contact requests with it, the notifier sends
+# only what verifies.
+if [ -z "${CONTACT_SIGNING_KEY:-}" ]; then
+  [ -s var/contact-signing-key ] || (umask 077; .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(32))" > var/contact-signing-key)
+  CONTACT_SIGNING_KEY=$(cat var/contact-signing-key)
+fi
+export API_TOKEN CONTACT_SIGNING_KEY
 
 .venv/bin/python -m triage & triage=$!
 .venv/bin/python -m notifier & notifier=$!

@@ -81,5 +81,5 @@ def clock_offset_to(target: dt.datetime) -> str:
 def base_environment() -> dict[str, str]:
     """The parent's environment minus anything that would configure the services."""
     prefixes = ("TWILIO_", "SMTP_", "TRIAGE_", "NOTIFIER_", "OUTBOX_", "API_TOKEN", "AMQP_",
-                "PUBLIC_BASE_URL", "CLOCK_")
+                "PUBLIC_BASE_URL", "CLOCK_", "CONTACT_SIGNING_")
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}

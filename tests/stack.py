@@ -29,6 +29,7 @@ from notifier.app import create_app as notifier_app
 from notifier.settings import NotifierSettings, SmtpSettings, TwilioSettings
 from pydantic import SecretStr
 from servicekit.clock import FrozenClock
+from servicekit.message_signing import SigningKey
 from triage.app import TriageService
 from triage.app import create_app as triage_app
 from triage.settings import TriageSettings
@@ -39,6 +40,8 @@ from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub
 
 API_TOKEN = "test-token-of-sufficient-length"
+# Shared by both services, as CONTACT_SIGNING_KEY is in a deployment.
+SIGNING_KEY = "test-contact-signing-key-of-sufficient-length"
 SENDER = "+447700900999"
 PUBLIC_BASE_URL = "http://notifier.test"
 # Monday 23 November 2026, 08:00 in London: before registers close.
@@ -96,16 +99,18 @@ class Stack:
         self.triage_settings = TriageSettings(
             amqp_url=amqp_url, database_url=database_url,
             api_token=SecretStr(API_TOKEN), batch_size=50,
+            contact_signing_key=SecretStr(SIGNING_KEY),
         )
         self.notifier_settings = NotifierSettings(
-            amqp_url=amqp_url, database_url=database_url,
+            database_url=database_url,
             api_token=SecretStr(API_TOKEN), public_base_url=PUBLIC_BASE_URL,
             outbox_dir=self.outbox_dir,
             twilio=TwilioSettings(account_sid=twilio.account_sid,
                                   auth_token=SecretStr(twilio.auth_token),
                                   sender=SENDER, api_base=twilio.base_url),
             smtp=SmtpSettings(host=smtp.host, port=smtp.port, sender="attendance@school.example"),
-            **{"retry_initial_seconds": 0.01, "provider_timeout_seconds": 5,
+            **{"amqp_url": amqp_url, "retry_initial_seconds": 0.01, "provider_timeout_seconds": 5,
+               "contact_signing_key": SecretStr(SIGNING_KEY),
                **(notifier_overrides or {})},
         )
         self.triage = TriageService(self.triage_settings, self.clock, run_scheduler=False)
@@ -164,24 +169,34 @@ class Stack:
         return response
 
     async def publish_requests(self, *requests: ContactRequest | bytes) -> None:
-        """Publish contact requests straight to the notifier's exchange, as triage's relay does."""
-        exchange = await self._channel.get_exchange(topology.REQUESTS_EXCHANGE)
+        """Publish contact requests straight to the notifier's exchange, signed as triage's
+        relay signs them."""
         for request in requests:
             body = (request if isinstance(request, bytes)
                     else request.model_dump_json(by_alias=True).encode())
-            await exchange.publish(
-                aio_pika.Message(body, content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=topology.CONTACT_REQUEST_ROUTING_KEY,
-            )
-            self._requests_published += 1
+            await self.publish_command(body, topology.CONTACT_REQUEST_ROUTING_KEY)
+
+    async def publish_command(self, body: bytes, routing_key: str, *,
+                              signing_key: str | None = SIGNING_KEY,
+                              headers: dict[str, Any] | None = None) -> None:
+        """Publish one body to the notifier's exchange, signed with `signing_key` (None: not
+        signed) and with any extra `headers`. It counts towards `requests_processed()`."""
+        exchange = await self._channel.get_exchange(topology.REQUESTS_EXCHANGE)
+        signed = SigningKey(signing_key).headers(body) if signing_key else {}
+        await exchange.publish(
+            aio_pika.Message(body, content_type="application/json",
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             headers=signed | (headers or {})),
+            routing_key=routing_key,
+        )
+        self._requests_published += 1
 
     async def publish_cancel(self, request: ContactRequest | str, *,
                              reason: str = "re-coded: absence explained",
                              school_urn: str = "123456",
                              pupil_ids: tuple[str, ...] = ("P1",)) -> ContactCancelled:
         """Publish a ContactCancelled for `request` (or a request id) to the notifier's
-        exchange with the `contact.cancel` routing key, as triage's relay does. It counts
+        exchange with the `contact.cancel` routing key, signed as triage's relay does. It counts
         towards `requests_processed()`."""
         if isinstance(request, ContactRequest):
             school_urn = request.school.urn
@@ -189,14 +204,8 @@ class Stack:
             request = request.request_id
         cancel = ContactCancelled(request_id=request, school_urn=school_urn, pupil_ids=pupil_ids,
                                   reason=reason, cancelled_at=self.clock.now())
-        exchange = await self._channel.get_exchange(topology.REQUESTS_EXCHANGE)
-        await exchange.publish(
-            aio_pika.Message(cancel.model_dump_json(by_alias=True).encode(),
-                             content_type="application/json",
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=topology.CONTACT_CANCEL_ROUTING_KEY,
-        )
-        self._requests_published += 1
+        await self.publish_command(cancel.model_dump_json(by_alias=True).encode(),
+                                   topology.CONTACT_CANCEL_ROUTING_KEY)
         return cancel
 
     async def requests_processed(self, timeout: float = 15.0) -> None:

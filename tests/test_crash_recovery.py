@@ -27,6 +27,7 @@ from tests.factories import LONDON, contact, mark, pupil, school
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub
 from tests.processes import ServiceProcess, base_environment, clock_offset_to
+from tests.stack import SIGNING_KEY
 
 SEED = int(os.environ.get("CRASH_SEED", "20261123"))
 KILL_POINTS = int(os.environ.get("CRASH_KILL_POINTS", "24"))
@@ -51,7 +52,7 @@ async def processes(
     triage_db, triage_url = await _fresh_postgres_database()
     notifier_db, notifier_url = await _fresh_postgres_database()
     env = base_environment() | {
-        "AMQP_URL": amqp_url, "API_TOKEN": TOKEN,
+        "AMQP_URL": amqp_url, "API_TOKEN": TOKEN, "CONTACT_SIGNING_KEY": SIGNING_KEY,
         "TRIAGE_DATABASE_URL": triage_url, "NOTIFIER_DATABASE_URL": notifier_url,
         "CLOCK_OFFSET_SECONDS": clock_offset_to(dt.datetime(2026, 11, 23, 9, 40, tzinfo=LONDON)),
         "TRIAGE_SCHEDULER_POLL_SECONDS": "0.2", "NOTIFIER_DISPATCH_POLL_SECONDS": "0.2",

@@ -243,7 +243,7 @@ def test_definitions_are_imported_before_the_services_start(compose: dict[str, A
 
 def test_broker_does_not_import_definitions_at_boot() -> None:
     # A blank node that imports definitions at boot creates no default user, and
-    # definitions.json has none: every client would be refused.
+    # definitions.json has no administrator and no passwords: every client would be refused.
     settings = [
         line.split("=", 1)[0].strip()
         for line in RABBITMQ_CONF.read_text().splitlines()
@@ -349,10 +349,13 @@ def test_expectations_match_what_topology_declares() -> None:
 
 
 def test_definitions_hold_only_topology_in_the_root_vhost(definitions: dict[str, Any]) -> None:
-    # No users, permissions or policies: credentials stay out of the repository.
-    assert set(definitions) <= {"vhosts", "exchanges", "queues", "bindings"}
+    # Users and their permissions but no passwords: credentials stay out of the repository
+    # (tests/test_broker_least_privilege.py checks the users against topology.py).
+    assert set(definitions) <= {"users", "permissions", "vhosts", "exchanges", "queues",
+                                "bindings"}
+    assert all(user.get("password_hash") == "" for user in definitions.get("users") or [])
     assert definitions.get("vhosts") == [{"name": VHOST}]
-    for kind in ("exchanges", "queues", "bindings"):
+    for kind in ("permissions", "exchanges", "queues", "bindings"):
         entries = definitions.get(kind) or []
         assert entries, f"no {kind}"
         assert {entry.get("vhost") for entry in entries} == {VHOST}, kind

@@ -13,7 +13,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 from broker_messages import topology
 from broker_messages.contact import ContactRequest, Recipient
 from notifier.app import NotifierService
@@ -252,10 +251,8 @@ async def test_request_without_a_schema_field_is_still_a_contact_request(stack: 
 
 
 async def test_unreadable_cancellation_is_dead_lettered_with_a_reason(stack: Stack) -> None:
-    exchange = await stack._channel.get_exchange(topology.REQUESTS_EXCHANGE)
-    await exchange.publish(
-        aio_pika.Message(b'{"schema": "contact.cancel/v1", "request_id": "r1"}'),
-        routing_key=topology.CONTACT_CANCEL_ROUTING_KEY)
+    await stack.publish_command(b'{"schema": "contact.cancel/v1", "request_id": "r1"}',
+                                topology.CONTACT_CANCEL_ROUTING_KEY)
     (dead,) = await stack.dead_letters(topology.REQUESTS_DEAD_QUEUE)
     reason = str((dead.headers or {})[topology.REJECTION_REASON_HEADER])
     assert "cancelled_at" in reason and "reason" in reason

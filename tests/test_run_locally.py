@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.processes import clock_offset_to
+from tests.stack import SIGNING_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def _free_port() -> int:
 def services(amqp_url: str, broker: object, tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("TWILIO_", "SMTP_", "TRIAGE_", "NOTIFIER_", "OUTBOX_"))}
-    env.update(AMQP_URL=amqp_url, API_TOKEN="local-demo-token",
+    env.update(AMQP_URL=amqp_url, API_TOKEN="local-demo-token", CONTACT_SIGNING_KEY=SIGNING_KEY,
                TRIAGE_PORT=str(_free_port()), NOTIFIER_PORT=str(_free_port()),
                TRIAGE_SCHEDULER_POLL_SECONDS="0.2", NOTIFIER_DISPATCH_POLL_SECONDS="0.2",
                # A school Monday at 09:40, so texts are not held for quiet hours whenever

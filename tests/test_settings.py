@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from notifier.settings import NotifierSettings
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from triage.settings import TriageSettings
 
 CONTRACT = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
@@ -26,6 +26,8 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
           ("API_TOKEN", "s3cret", "api_token", "s3cret"),
           ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
           ("CLOCK_OFFSET_SECONDS", "-3600.5", "clock_offset_seconds", -3600.5),
+          ("CONTACT_SIGNING_KEY", "k" * 32, "contact_signing_key", "k" * 32),
+          ("CONTACT_SIGNING_KEY_PREVIOUS", "p" * 32, "contact_signing_key_previous", "p" * 32),
       ]],
     ("TRIAGE_DATABASE_URL", "postgresql+asyncpg://t@db/triage", TriageSettings, "database_url",
      "postgresql+asyncpg://t@db/triage"),
@@ -123,3 +125,11 @@ def test_the_contract_documents_exactly_these_variables() -> None:
                                 re.MULTILINE))
     names = {name for pair in documented for name in pair if name}
     assert names == {row[0] for row in VARIABLES}
+
+
+@pytest.mark.parametrize("name", ["CONTACT_SIGNING_KEY", "CONTACT_SIGNING_KEY_PREVIOUS"])
+def test_a_short_contact_signing_key_is_refused(bare_environment: pytest.MonkeyPatch,
+                                                name: str) -> None:
+    bare_environment.setenv(name, "k" * 31)
+    with pytest.raises(ValidationError, match="at least 32"):
+        TriageSettings()

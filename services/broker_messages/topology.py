@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -107,3 +109,72 @@ async def declare_all(channel: AbstractChannel) -> None:
     await declare_events(channel)
     await declare_requests(channel)
     await declare_replies(channel)
+
+
+# docs/security.md "Broker": one broker user per party, each allowed only what it does.
+# `infra/rabbitmq/definitions.json` declares the same users and permissions (a test keeps the
+# two in step, another applies them to a real broker).
+PUBLISHER_USER = "absence-publisher"
+TRIAGE_USER = "absence-triage"
+NOTIFIER_USER = "absence-notifier"
+
+
+@dataclass(frozen=True)
+class BrokerPermissions:
+    """The exchanges and queues a user may configure (declare, delete), write (publish to an
+    exchange; bind a queue as a destination) and read (consume a queue; bind from an
+    exchange as a source), as RabbitMQ checks them."""
+
+    user: str
+    configure: tuple[str, ...]
+    write: tuple[str, ...]
+    read: tuple[str, ...]
+
+    def patterns(self) -> tuple[str, str, str]:
+        """RabbitMQ's configure, write and read regular expressions: exactly these names."""
+        return (_exactly(self.configure), _exactly(self.write), _exactly(self.read))
+
+
+def _exactly(names: tuple[str, ...]) -> str:
+    # "^$" matches no resource: RabbitMQ's way of granting nothing. Our names hold letters,
+    # dots and hyphens only, so escaping the dots is enough (and keeps the JSON readable).
+    assert all(_PLAIN_NAME.fullmatch(name) for name in names), names
+    return "^(" + "|".join(name.replace(".", r"\.") for name in sorted(names)) + ")$" if names else "^$"
+
+
+_PLAIN_NAME = re.compile(r"[a-z][a-z.-]*")
+_EVENTS_SIDE = (EVENTS_EXCHANGE, EVENTS_DEAD_EXCHANGE, EVENTS_DEAD_QUEUE, TRIAGE_QUEUE)
+_REQUESTS_SIDE = (REQUESTS_EXCHANGE, REQUESTS_DEAD_EXCHANGE, REQUESTS_DEAD_QUEUE, NOTIFIER_QUEUE)
+_REPLIES_SIDE = (NOTIFIER_EVENTS_EXCHANGE, REQUESTS_DEAD_EXCHANGE, REQUESTS_DEAD_QUEUE,
+                 TRIAGE_REPLIES_QUEUE)
+
+
+def broker_permissions() -> tuple[BrokerPermissions, ...]:
+    """Who may do what; derived from what each party declares, publishes and consumes."""
+    return (
+        # Register marks in, nothing else: no declaring, no reading, no other exchange.
+        BrokerPermissions(PUBLISHER_USER, configure=(), write=(EVENTS_EXCHANGE,), read=()),
+        # Declares all three sides (declare_all) so nothing published before the notifier
+        # starts is lost; consumes marks and replies; publishes contact commands, marks taken
+        # over HTTP and its dead letters. It does not publish replies.
+        BrokerPermissions(
+            TRIAGE_USER,
+            configure=tuple(dict.fromkeys(_EVENTS_SIDE + _REQUESTS_SIDE + _REPLIES_SIDE)),
+            write=(EVENTS_EXCHANGE, EVENTS_DEAD_EXCHANGE, REQUESTS_EXCHANGE,
+                   REQUESTS_DEAD_EXCHANGE, TRIAGE_QUEUE, EVENTS_DEAD_QUEUE, NOTIFIER_QUEUE,
+                   REQUESTS_DEAD_QUEUE, TRIAGE_REPLIES_QUEUE),
+            read=(EVENTS_EXCHANGE, EVENTS_DEAD_EXCHANGE, REQUESTS_EXCHANGE,
+                  REQUESTS_DEAD_EXCHANGE, NOTIFIER_EVENTS_EXCHANGE, TRIAGE_QUEUE,
+                  TRIAGE_REPLIES_QUEUE),
+        ),
+        # Declares the requests and replies sides; consumes contact commands; publishes
+        # replies and its dead letters. It cannot publish contact commands or marks.
+        BrokerPermissions(
+            NOTIFIER_USER,
+            configure=tuple(dict.fromkeys(_REQUESTS_SIDE + _REPLIES_SIDE)),
+            write=(NOTIFIER_EVENTS_EXCHANGE, REQUESTS_DEAD_EXCHANGE, NOTIFIER_QUEUE,
+                   REQUESTS_DEAD_QUEUE, TRIAGE_REPLIES_QUEUE),
+            read=(REQUESTS_EXCHANGE, REQUESTS_DEAD_EXCHANGE, NOTIFIER_EVENTS_EXCHANGE,
+                  NOTIFIER_QUEUE),
+        ),
+    )

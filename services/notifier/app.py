@@ -21,6 +21,7 @@ from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.key_admin import key_command, keys_router
 from servicekit.keys import KeyStore
+from servicekit.message_signing import SignatureCheck
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import install_keys, operations_router
@@ -141,6 +142,11 @@ class NotifierService:
         self.connection = await broker.connect(self.settings.amqp_url)
         channel = await broker.confirmed_channel(self.connection)
         await channel.set_qos(prefetch_count=self.settings.prefetch)
+        # docs/security.md "Broker": only what triage signed is sent.
+        signatures = SignatureCheck(self.settings.signing_keys())
+        if not signatures.configured:
+            log.error("notifier.signing.unconfigured: every contact request will be refused "
+                      "until CONTACT_SIGNING_KEY is set")
         queue, dead = await topology.declare_requests(channel)
         _, replies_exchange = await topology.declare_replies(channel)
         self.relay = OutboxRelay(self.engine, outbox, replies_exchange)
@@ -152,6 +158,7 @@ class NotifierService:
             dead_exchange=dead,
             batch_size=self.settings.prefetch,
             on_dead_letter=lambda reason: self.metrics.rejected.labels(reason).inc(),
+            verify=signatures.refusal,
         )
         self.workers.spawn(self.consumer.run())
         if self._run_dispatcher:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # For each item: None when it was applied, or the reason it is rejected as bad input.
 BatchHandler = Callable[[list[T]], Awaitable[list[str | None]]]
+# Given a message's headers and body: None to go on, or why the message is refused unread.
+Verifier = Callable[[Mapping[str, Any] | None, bytes], str | None]
 
 
 def describe_invalid(error: ValueError) -> str:
@@ -89,8 +91,10 @@ class BatchConsumer(Generic[T]):
         batch_size: int,
         on_dead_letter: Callable[[str], None] = lambda reason: None,
         on_applied: Callable[[int], None] = lambda count: None,
+        verify: Verifier | None = None,
     ) -> None:
         self._name = name
+        self._verify = verify
         self._parse = parse
         self._handle = handle
         self._dead = dead_exchange
@@ -191,6 +195,10 @@ class BatchConsumer(Generic[T]):
     async def process(self, batch: list[DeliveredMessage]) -> None:
         parsed: list[tuple[DeliveredMessage, T]] = []
         for message in batch:
+            if self._verify is not None and (refusal := self._verify(
+                    message.header.properties.headers, message.body)) is not None:
+                await self._reject(message, refusal)
+                continue
             try:
                 parsed.append((message, self._parse(message.body)))
             except ValueError as error:

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aio_pika.abc import AbstractExchange
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, delete, select
@@ -52,13 +53,17 @@ async def enqueue(
 
 class OutboxRelay:
     """Publishes outbox rows in id order. Call `wake()` after committing new rows.
-    `on_published` hears the routing key of each message once the broker has confirmed it."""
+    `on_published` hears the routing key of each message once the broker has confirmed it;
+    `sign` gives the headers that sign a body, added as it is published (so rows committed
+    before a key rotation go out under the new key)."""
 
     def __init__(
         self, engine: AsyncEngine, table: Table, exchange: AbstractExchange, batch_size: int = 200,
         on_published: Callable[[str], None] | None = None,
+        sign: Callable[[bytes], dict[str, Any]] | None = None,
     ) -> None:
         self._engine = engine
+        self._sign = sign
         self._on_published = on_published
         self._table = table
         self._exchange = exchange
@@ -93,7 +98,10 @@ class OutboxRelay:
             await asyncio.gather(
                 *(
                     self._exchange.publish(
-                        persistent_message(row.body, message_id=row.message_id),
+                        persistent_message(
+                            row.body, message_id=row.message_id,
+                            headers=self._sign(row.body) if self._sign is not None else None,
+                        ),
                         routing_key=row.routing_key,
                     )
                     for row in rows

@@ -15,6 +15,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servicekit.message_signing import MIN_KEY_LENGTH, SigningKey, signing_keys
+
 # Init arguments use the field names (`database_url=`), the environment the variable names.
 SETTINGS_CONFIG = SettingsConfigDict(env_file=".env", extra="ignore", validate_by_name=True)
 
@@ -32,6 +34,13 @@ class ServiceSettings(BaseSettings):
     # Shift the service's clock by this many seconds: for rehearsing a school morning at any
     # hour (demos, drills, crash tests). Never set in production.
     clock_offset_seconds: float | None = Field(None, validation_alias="CLOCK_OFFSET_SECONDS")
+    # Triage signs contact commands with this key and the notifier sends only what verifies
+    # (servicekit.message_signing); the notifier also accepts the previous key while the key
+    # is rotated. Unset, triage signs nothing and the notifier refuses every request.
+    contact_signing_key: SecretStr | None = Field(
+        None, min_length=MIN_KEY_LENGTH, validation_alias="CONTACT_SIGNING_KEY")
+    contact_signing_key_previous: SecretStr | None = Field(
+        None, min_length=MIN_KEY_LENGTH, validation_alias="CONTACT_SIGNING_KEY_PREVIOUS")
 
     # Per service, under its prefix.
     host: str = "127.0.0.1"
@@ -39,3 +48,8 @@ class ServiceSettings(BaseSettings):
     database_url: str
     # Messages in flight from the broker.
     prefetch: int
+
+    def signing_keys(self) -> list[SigningKey]:
+        """The contact signing keys that are set, the current one first."""
+        return signing_keys(*(key.get_secret_value() if key else None for key in
+                              (self.contact_signing_key, self.contact_signing_key_previous)))

@@ -79,8 +79,13 @@ class TriageService:
         reply_dead = await reply_channel.get_exchange(topology.REQUESTS_DEAD_EXCHANGE)
         self.events_exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
         requests = await channel.get_exchange(topology.REQUESTS_EXCHANGE)
+        keys = self.settings.signing_keys()
+        if not keys:
+            # The notifier refuses unsigned requests: nothing triage decides would be sent.
+            log.error("triage.signing.unconfigured: set CONTACT_SIGNING_KEY")
         self.relay = OutboxRelay(self.engine, outbox, requests,
-                                 on_published=self._count_published)
+                                 on_published=self._count_published,
+                                 sign=keys[0].headers if keys else None)
         self.scheduler = Scheduler(self.engine, self.clock, self.schools, self.relay.wake)
         self.consumer = BatchConsumer(
             name="triage",
