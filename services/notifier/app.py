@@ -17,6 +17,7 @@ from servicekit import broker, logs
 from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
+from servicekit.limits import BodyLimit
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import operations_router, set_api_token
@@ -38,7 +39,7 @@ from notifier.rate_limit import LoopTimer, Timer, TokenBucket
 from notifier.replies import ReplyDesk
 from notifier.settings import NotifierSettings
 from notifier.templates import TemplateLibrary
-from notifier.webhooks import webhooks
+from notifier.webhooks import MAX_WEBHOOK_BYTES, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,8 @@ class NotifierService:
 
 def create_app(service: NotifierService) -> FastAPI:
     app = FastAPI(title="Absence notifier", version="1.0.0")
+    app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes,
+                       by_prefix={webhooks.prefix: MAX_WEBHOOK_BYTES})
     deps.install(app, service)
     set_api_token(app, service.settings.api_token)
     app.include_router(api)
@@ -206,4 +209,4 @@ def main() -> None:
     settings = NotifierSettings()
     logs.configure(settings.log_level)
     service = NotifierService(settings)
-    serve(service, create_app(service), settings.host, settings.port)
+    serve(service, create_app(service), settings)

@@ -15,6 +15,7 @@ from servicekit import broker, logs
 from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
+from servicekit.limits import BodyLimit
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import operations_router, set_api_token
@@ -132,6 +133,7 @@ class TriageService:
 
 def create_app(service: TriageService) -> FastAPI:
     app = FastAPI(title="Absence triage", version="1.0.0")
+    app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     deps.install(app, service)
     set_api_token(app, service.settings.api_token)
     app.include_router(router)
@@ -144,4 +146,4 @@ def main() -> None:
     settings = TriageSettings()
     logs.configure(settings.log_level)
     service = TriageService(settings)
-    serve(service, create_app(service), settings.host, settings.port)
+    serve(service, create_app(service), settings)
