@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from servicekit.private_files import private_file
 from servicekit.sqlite_driver import OneTripDbapi
 
 
@@ -66,7 +67,7 @@ def make_engine(url: str, *, one_trip: bool = True) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(parsed.database))
         driver: dict[str, Any] = {"module": OneTripDbapi()} if one_trip else {}
         engine = create_async_engine(url, json_deserializer=orjson.loads,
                                      connect_args={"timeout": 30}, **driver)
