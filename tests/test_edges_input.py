@@ -81,7 +81,6 @@ async def test_a_mark_dated_in_year_one_is_dead_lettered_on_its_first_delivery(
     assert reason.startswith("invalid event:") and "date" in reason, reason
 
 
-@sqlite_only
 async def test_the_same_event_id_with_other_content_is_dead_lettered_not_dropped(
         stack: Stack) -> None:
     await stack.put_school(school([pupil("P1")]))
@@ -97,7 +96,6 @@ async def test_the_same_event_id_with_other_content_is_dead_lettered_not_dropped
     assert b'"/"' in dead.body
 
 
-@sqlite_only
 async def test_the_same_event_id_with_other_content_is_refused_at_the_api(stack: Stack) -> None:
     await stack.put_school(school([pupil("P1")]))
     first = {**mark("P1", "N", event_id="mis-2"), "source": "mis"}
