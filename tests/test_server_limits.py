@@ -39,8 +39,9 @@ async def served(app: Any, **settings: Any) -> AsyncIterator[int]:
     try:
         yield port
     finally:
-        server.should_exit = True
-        await task
+        # Forced: a connection the server never closed must fail the test, not hang it.
+        server.should_exit = server.force_exit = True
+        await asyncio.wait_for(task, 10)
 
 
 async def _send_until_answered(port: int, head: bytes, chunk: bytes, most: int,
