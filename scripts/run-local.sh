@@ -3,9 +3,13 @@
 # Ctrl-C stops both. Migrations are applied by each service as it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Everything created from here on (var/, the token file, the databases, the outbox) is the
+# user's alone: it holds pupils' names and families' numbers (docs/security.md).
+umask 077
 mkdir -p var
 if [ -z "${API_TOKEN:-}" ]; then
   [ -s var/api-token ] || .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(24))" > var/api-token
+  chmod 600 var/api-token
   API_TOKEN=$(cat var/api-token)
 fi
 # Both services need the same key: triage signs contact requests with it, the notifier sends

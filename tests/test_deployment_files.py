@@ -175,6 +175,23 @@ def test_services_publish_their_port(
     assert (port, port) in _published_ports(compose, service)
 
 
+def test_every_port_is_published_on_loopback_unless_told_otherwise(
+        compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for entry in service.get("ports") or []:
+            address = _interpolate(str(entry)).rsplit(":", 2)[0]
+            assert address == "127.0.0.1", f"{name} publishes {entry} beyond loopback"
+
+
+@app_services
+def test_the_api_token_has_no_default_and_is_required(
+    compose: dict[str, Any], service: str, module: str, port: int,
+    database_variable: str, database_name: str,
+) -> None:
+    raw = compose["services"][service]["environment"]["API_TOKEN"]
+    assert re.fullmatch(r"\$\{API_TOKEN:\?[^}]+\}", raw), f"{service}: API_TOKEN is {raw!r}"
+
+
 def test_notifier_mails_mailpit_and_keeps_sms_local_without_twilio(compose: dict[str, Any]) -> None:
     env = _environment(compose, "notifier")
     assert (env.get("SMTP_HOST"), env.get("SMTP_PORT")) == ("mailpit", "1025")

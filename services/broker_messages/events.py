@@ -6,7 +6,16 @@ import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 
 from broker_messages.codes import CODE_CATEGORIES, LEGACY_CODES
 
@@ -14,6 +23,13 @@ from broker_messages.codes import CODE_CATEGORIES, LEGACY_CODES
 # free-text field that staff will read. One regular expression: a per-character Python check
 # cost triage a fifth of its rate once it typed each batch's roster records (`make bench`).
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+# A register date before this is a typing or clock error, not a school record; and dates
+# far outside the calendar broke date arithmetic downstream (0001-03-01 crashed the handler).
+EARLIEST_DATE = dt.date(2000, 1, 1)
+# A mark is recorded on the day of its session or after; a few days early allows for
+# absences entered ahead (a known appointment), no more.
+MAX_DAYS_RECORDED_AHEAD = 7
 
 
 def printable(value: str) -> str:
@@ -42,7 +58,7 @@ class _Event(BaseModel):
     event_id: Identifier
     school_urn: Urn
     pupil_id: Identifier
-    date: dt.date
+    date: Annotated[dt.date, Field(ge=EARLIEST_DATE)]
 
 
 class RegisterMark(_Event):
@@ -54,6 +70,19 @@ class RegisterMark(_Event):
     comment: FreeText | None = None
     # Where the mark came from (e.g. "mis", "csv-import", "api"), for the pupil's record.
     source: Identifier | None = None
+
+    @field_validator("recorded_at")
+    @classmethod
+    def _recorded_near_its_date(cls, recorded_at: dt.datetime,
+                                info: ValidationInfo) -> dt.datetime:
+        if recorded_at.year < EARLIEST_DATE.year:
+            raise ValueError(f"must not be before {EARLIEST_DATE.isoformat()}")
+        date = info.data.get("date")
+        if isinstance(date, dt.date) and (
+                recorded_at.date() + dt.timedelta(days=MAX_DAYS_RECORDED_AHEAD) < date):
+            raise ValueError(f"more than {MAX_DAYS_RECORDED_AHEAD} days before the date "
+                             "it marks")
+        return recorded_at
 
 
 class PupilRemoved(_Event):

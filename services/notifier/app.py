@@ -21,6 +21,7 @@ from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.key_admin import key_command, keys_router
 from servicekit.keys import KeyStore
+from servicekit.limits import BodyLimit
 from servicekit.message_signing import SignatureCheck
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
@@ -43,7 +44,7 @@ from notifier.rate_limit import LoopTimer, Timer, TokenBucket
 from notifier.replies import ReplyDesk
 from notifier.settings import NotifierSettings
 from notifier.templates import TemplateLibrary
-from notifier.webhooks import webhooks
+from notifier.webhooks import MAX_WEBHOOK_BYTES, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,8 @@ class NotifierService:
 
 def create_app(service: NotifierService) -> FastAPI:
     app = FastAPI(title="Absence notifier", version="1.0.0")
+    app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes,
+                       by_prefix={webhooks.prefix: MAX_WEBHOOK_BYTES})
     deps.install(app, service)
     install_keys(app, service.settings.api_token, service.keys, service.clock)
     app.include_router(api)
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     service = NotifierService(settings)
     if argv[:1] == ["keys"]:
         raise SystemExit(asyncio.run(_keys(service, argv[1:])))
-    serve(service, create_app(service), settings.host, settings.port)
+    serve(service, create_app(service), settings)
 
 
 async def _keys(service: NotifierService, argv: list[str]) -> int:

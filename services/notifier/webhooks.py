@@ -8,6 +8,7 @@ family row's chain is then moved on by the dispatcher (`family_rows_settled`).""
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -26,12 +27,17 @@ _TWILIO_STATUS = {"sent": Status.SENT, "delivered": Status.DELIVERED,
                   "undelivered": Status.UNDELIVERED, "failed": Status.FAILED,
                   "completed": Status.DELIVERED, "busy": Status.UNDELIVERED,
                   "no-answer": Status.UNDELIVERED, "canceled": Status.FAILED}
+# Twilio posts a few kilobytes; `servicekit.limits.BodyLimit` refuses more before it is read.
+MAX_WEBHOOK_BYTES = 64 * 1024
+# Twilio's ids are two letters and 32 hex digits; anything else is not one of theirs.
+_TWILIO_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_SID_FIELDS = ("MessageSid", "SmsSid", "CallSid")
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
 async def _signed_form(request: Request, service: ServiceDep, path: str) -> dict[str, str]:
     """Contract §5: validate X-Twilio-Signature against PUBLIC_BASE_URL + path; 403 otherwise."""
-    body = (await request.body())[:65536]
+    body = await request.body()
     params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     token = service.settings.twilio.auth_token
     url = service.settings.public_base_url.rstrip("/") + path
@@ -43,6 +49,11 @@ async def _signed_form(request: Request, service: ServiceDep, path: str) -> dict
     ):
         log.warning("notifier.webhook.forbidden path=%s", path)
         raise HTTPException(403, "invalid Twilio signature")
+    for field in _SID_FIELDS:
+        if field in params and params[field] and not _TWILIO_SID.fullmatch(params[field]):
+            log.warning("notifier.webhook.bad_sid path=%s field=%s", path, field)
+            raise HTTPException(400, [{"loc": ["body", field], "type": "value_error",
+                                       "msg": "must be at most 64 letters and digits"}])
     return params
 
 

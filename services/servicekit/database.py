@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from servicekit.private_files import private_file
 from servicekit.sqlite_driver import OneTripDbapi
 
 
@@ -65,11 +66,17 @@ def make_engine(url: str, *, one_trip: bool = True) -> AsyncEngine:
     `servicekit.sqlite_driver` (the benchmark measures what the driver is worth)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         driver: dict[str, Any] = {"module": OneTripDbapi()} if one_trip else {}
         engine = create_async_engine(url, json_deserializer=orjson.loads,
                                      connect_args={"timeout": 30}, **driver)
+
+        if parsed.database and parsed.database != ":memory:":
+            database = Path(parsed.database)
+
+            @event.listens_for(engine.sync_engine, "do_connect")
+            def _private_database(*_: Any) -> None:
+                # Created on first connection, as SQLite would, but 0600 in a 0700 directory.
+                private_file(database)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

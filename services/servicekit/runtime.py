@@ -11,6 +11,15 @@ from typing import Any, Protocol
 import uvicorn
 from fastapi import FastAPI
 
+from servicekit.limits import read_deadline_protocol
+from servicekit.settings import ServiceSettings
+
+# An idle connection between two requests is closed after this long (uvicorn's default).
+KEEP_ALIVE_SECONDS = 5
+# A request line and headers larger than this are refused with 400 (h11's default is 16 KB
+# too; set here so it is one decision, not a library default).
+MAX_HEADER_BYTES = 16 * 1024
+
 
 class Workers:
     """The background loops of one service (consumer, scheduler, relay, dispatcher)."""
@@ -45,7 +54,18 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def serve(service: Service, app: FastAPI, host: str, port: int) -> None:
+def server_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
+    """uvicorn with the edges of docs/security.md "Edges and data at rest": at most
+    `max_connections` at once (503 beyond), half-sent requests closed after
+    `read_timeout_seconds`, bounded headers and keep-alive."""
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None,
+        http=read_deadline_protocol(settings.read_timeout_seconds),
+        limit_concurrency=settings.max_connections, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+
+
+def serve(service: Service, app: FastAPI, settings: ServiceSettings) -> None:
     """Start the service with the API and stop it when uvicorn shuts down."""
 
     @contextlib.asynccontextmanager
@@ -58,4 +78,4 @@ def serve(service: Service, app: FastAPI, host: str, port: int) -> None:
             await service.stop()
 
     app.router.lifespan_context = lifespan
-    uvicorn.run(app, host=host, port=port, log_config=None)
+    uvicorn.Server(server_config(app, settings)).run()

@@ -12,7 +12,10 @@ names kept because operators rely on them.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import ipaddress
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.message_signing import MIN_KEY_LENGTH, SigningKey, signing_keys
@@ -49,7 +52,56 @@ class ServiceSettings(BaseSettings):
     # Messages in flight from the broker.
     prefetch: int
 
+    # The edges of the HTTP server (docs/security.md "Edges and data at rest").
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    read_timeout_seconds: float = Field(15.0, gt=0)
+    max_connections: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _token_fit_for_the_network(self) -> Self:
+        """Refuse to start with a missing, short or well-known token unless nothing but this
+        machine can reach the service (docs/security.md "Safe defaults")."""
+        if is_loopback(self.host):
+            return self
+        problem = weak_token_problem(self.api_token)
+        if problem is not None:
+            raise ValueError(f"API_TOKEN {problem}: set a long random token (at least "
+                             f"{MIN_TOKEN_LENGTH} characters) before listening on {self.host}")
+        return self
+
     def signing_keys(self) -> list[SigningKey]:
         """The contact signing keys that are set, the current one first."""
         return signing_keys(*(key.get_secret_value() if key else None for key in
                               (self.contact_signing_key, self.contact_signing_key_previous)))
+
+
+MIN_TOKEN_LENGTH = 24
+# Placeholders from examples and defaults that an attacker tries first.
+WELL_KNOWN_TOKENS = frozenset({
+    "change-me", "changeme", "change_me", "secret", "password", "token", "api-token",
+    "api_token", "admin", "test", "example", "default", "letmein", "dev", "local",
+})
+
+
+def weak_token_problem(token: SecretStr | None) -> str | None:
+    """Why this token must not guard a service others can reach, or None."""
+    if token is None or not token.get_secret_value().strip():
+        return "is not set"
+    value = token.get_secret_value().strip()
+    if value.lower() in WELL_KNOWN_TOKENS or "change-me" in value.lower():
+        return "is a well-known placeholder"
+    if len(value) < MIN_TOKEN_LENGTH:
+        return f"is shorter than {MIN_TOKEN_LENGTH} characters"
+    if len(set(value)) < 6:
+        return "repeats too few characters"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """A listen address only this machine can reach (local development)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that resolves elsewhere, or every interface

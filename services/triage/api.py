@@ -70,7 +70,8 @@ async def put_school(urn: str, request: Request, engine: EngineDep, clock: Clock
 
 
 # Which field a consumer rejection is about (the part of its reason before the colon).
-_REJECTED_FIELD = {"unknown school_urn": "school_urn", "recorded_at is in the future": "recorded_at"}
+_REJECTED_FIELD = {"unknown school_urn": "school_urn", "recorded_at is in the future": "recorded_at",
+                   "event_id reused": "event_id"}
 
 
 class EventsAccepted(BaseModel):

@@ -19,6 +19,7 @@ from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
 from servicekit.key_admin import key_command, keys_router
 from servicekit.keys import KeyStore
+from servicekit.limits import BodyLimit
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import install_keys, operations_router
@@ -143,6 +144,7 @@ class TriageService:
 
 def create_app(service: TriageService) -> FastAPI:
     app = FastAPI(title="Absence triage", version="1.0.0")
+    app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     deps.install(app, service)
     install_keys(app, service.settings.api_token, service.keys, service.clock)
     app.include_router(router)
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     service = TriageService(settings)
     if argv[:1] == ["keys"]:
         raise SystemExit(asyncio.run(_keys(service, argv[1:])))
-    serve(service, create_app(service), settings.host, settings.port)
+    serve(service, create_app(service), settings)
 
 
 async def _keys(service: TriageService, argv: list[str]) -> int:

@@ -63,16 +63,18 @@ class Ingestor:
                 if reason:
                     outcomes[index] = Outcome("rejected", reason)
                 elif event.event_id in candidates:
-                    outcomes[index] = Outcome("duplicate")
+                    outcomes[index] = _repeated(event, _content(events[candidates[event.event_id]]))
                 else:
                     candidates[event.event_id] = index
             fresh = await _record_new(conn, [events[i] for i in candidates.values()], now)
+            seen_before = await _stored_contents(
+                conn, [event_id for event_id in candidates if event_id not in fresh])
             new_events = []
             for event_id, index in candidates.items():
                 if event_id in fresh:
                     new_events.append(events[index])
                 else:
-                    outcomes[index] = Outcome("duplicate")
+                    outcomes[index] = _repeated(events[index], seen_before.get(event_id))
             parked = await self._apply_new(conn, new_events, contexts, now)
             for event_id, index in candidates.items():
                 if outcomes[index] is None:
@@ -86,11 +88,19 @@ class Ingestor:
             self._on_cancelled()
 
     async def rejections(self, events: list[Event]) -> list[str | None]:
-        """`rejection` for each event, as the consumer will judge it now."""
+        """`rejection` for each event, as the consumer will judge it now, and an `event_id`
+        already used for other content."""
         async with self._engine.connect() as conn:
             contexts = await self._schools.load(conn, {e.school_urn for e in events})
+            stored = await _stored_contents(conn, [e.event_id for e in events])
         now = self._clock.now()
-        return [rejection(event, contexts.get(event.school_urn), now) for event in events]
+        reasons = []
+        for event in events:
+            reason = rejection(event, contexts.get(event.school_urn), now)
+            if reason is None and event.event_id in stored:
+                reason = _repeated(event, stored[event.event_id]).reason
+            reasons.append(reason)
+        return reasons
 
     async def unpark(self, school_urn: str) -> int:
         """Apply events that were waiting for pupils the roster now names."""
@@ -182,6 +192,39 @@ def rejection(event: Event, context: SchoolContext | None, now: dt.datetime) -> 
     return None
 
 
+REUSED_EVENT_ID = "event_id reused"
+
+
+def _content(event: Event) -> dict[str, object]:
+    return event.model_dump(mode="json", by_alias=True)
+
+
+def _repeated(event: Event, first: object) -> Outcome:
+    """An event whose id was seen before: a harmless duplicate when its content is the same;
+    refused (and dead-lettered with the reason) when it is not, because one of the two is
+    not what its sender meant and silently keeping the first would hide that. HTTP ingest
+    sets a missing `source` to `api`, so that field is compared only when both have one."""
+    content = _content(event)
+    if isinstance(first, dict):
+        if first.get("source") is None or content.get("source") is None:
+            first = {**first, "source": None}
+            content = {**content, "source": None}
+        if first == content:
+            return Outcome("duplicate")
+    elif first is None:
+        return Outcome("duplicate")
+    return Outcome("rejected",
+                   f"{REUSED_EVENT_ID}: {event.event_id} was received before with other content")
+
+
+async def _stored_contents(conn: AsyncConnection, event_ids: list[str]) -> dict[str, object]:
+    """What the deduplication log holds for these ids (a repeat is compared against it)."""
+    if not event_ids:
+        return {}
+    rows = await conn.execute(_STORED, {"ids": sorted(set(event_ids))})
+    return {row.event_id: row.payload for row in rows}
+
+
 async def _record_new(conn: AsyncConnection, events: list[Event], now: dt.datetime) -> set[str]:
     """Insert into the deduplication log; returns the event ids seen for the first time."""
     if not events:
@@ -225,6 +268,8 @@ def _record_statement(dialect_name: str) -> Insert:
         received_events.c.event_id)
 
 
+_STORED = select(received_events.c.event_id, received_events.c.payload).where(
+    received_events.c.event_id.in_(bindparam("ids", expanding=True)))
 _SEEN = select(received_events.c.event_id).where(
     received_events.c.event_id.in_(bindparam("ids", expanding=True)))
 

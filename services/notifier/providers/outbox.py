@@ -4,7 +4,10 @@ marked as not sent, so a developer can see what the service would have sent."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
+
+from servicekit.private_files import private_directory
 
 from notifier.providers import OutgoingMessage, ProviderResult
 
@@ -35,9 +38,13 @@ class OutboxFile:
         return ProviderResult(provider_id=f"outbox-{message.notification_id}"[:64])
 
     def _write(self, path: Path, text: str) -> None:
-        self._directory.mkdir(parents=True, exist_ok=True)
+        # The messages name pupils and carry families' numbers: 0700 and 0600.
+        private_directory(self._directory)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(text, encoding="utf-8")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(text)
         temporary.replace(path)
 
     async def close(self) -> None:
