@@ -13,7 +13,7 @@ from jinja2 import TemplateError, TemplateNotFound
 from pydantic import BaseModel, Field
 from servicekit.keys import Principal
 from servicekit.web import Authenticated, ensure_school
-from sqlalchemy import select
+from sqlalchemy import exists, func, literal, select
 
 from notifier.compose import UNREACHABLE_RULE, render_unreachable
 from notifier.deps import (
@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 api = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 
 SchoolUrn = Annotated[str | None, Query(pattern=r"^[0-9]{6,8}$")]
+
+
+def _names_pupil(column: Any, pupil_id: str, dialect_name: str) -> Any:
+    """Rows whose JSON list of pupil ids holds this one, decided by the database so that
+    `limit` counts only matching rows."""
+    elements_of = func.json_each if dialect_name == "sqlite" else func.json_array_elements_text
+    elements = elements_of(column).table_valued("value")
+    return exists(select(literal(1)).select_from(elements).where(elements.c.value == pupil_id))
 
 
 def _of_callers_schools(query: Any, column: Any, caller: Principal,
@@ -70,19 +78,22 @@ async def list_notifications(
     rule: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> Any:
+    """The log oldest first; filters and `limit` are applied by the database."""
     query = _of_callers_schools(
-        select(notifications).order_by(notifications.c.created_at, notifications.c.id),
+        select(notifications).order_by(notifications.c.created_at, notifications.c.id)
+        .limit(limit),
         notifications.c.school_urn, caller, school_urn)
     if rule:
         query = query.where(notifications.c.rule == rule)
+    if pupil_id:
+        query = query.where(_names_pupil(notifications.c.pupil_ids, pupil_id,
+                                         engine.dialect.name))
     async with engine.connect() as conn:
         rows = [dict(row._mapping) for row in await conn.execute(query)]
-    if pupil_id:
-        rows = [row for row in rows if pupil_id in row["pupil_ids"]]
     for row in rows:
         if row["status"] == "sending":
             row["status"] = "pending"
-    return rows[:limit]
+    return rows
 
 
 class Episode(BaseModel):
