@@ -14,13 +14,16 @@ import pytest
 from notifier.app import NotifierService
 from notifier.app import create_app as notifier_app
 from notifier.migrations import upgrade as upgrade_notifier
-from notifier.models import notifications
+from notifier.models import notifications, replies
 from notifier.settings import NotifierSettings
 from pydantic import SecretStr
 from servicekit.clock import FrozenClock
-from sqlalchemy import event, insert
+from sqlalchemy import event, func, insert, select
+from triage.models import parked_events, received_events
 
-from tests.stack import API_TOKEN
+from tests.factories import LONDON, MONDAY, mark, pupil, school
+from tests.scenarios import timeline
+from tests.stack import API_TOKEN, Stack
 
 START = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
 
@@ -73,3 +76,116 @@ async def test_notification_list_is_limited_and_filtered_by_the_database(
     assert none == []  # a pupil id is matched whole, not as a prefix
     listed = [s for s in statements if "FROM notifications" in s]
     assert listed and all("LIMIT" in s.upper() for s in listed), listed
+
+
+async def _count(engine: Any, table: Any) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def _parked_pupils(stack: Stack) -> list[str]:
+    async with stack.triage.engine.connect() as conn:
+        rows = await conn.execute(select(parked_events.c.pupil_id)
+                                  .order_by(parked_events.c.pupil_id))
+        return [pupil_id for (pupil_id,) in rows]
+
+
+async def test_parked_marks_go_after_30_days_and_newer_ones_stay(stack: Stack) -> None:
+    await stack.put_school(school([pupil("P1")]))
+    await stack.publish(mark("P8"))
+    await stack.processed()
+    stack.clock.advance(dt.timedelta(days=20))
+    await stack.publish(mark("P9", day=MONDAY + dt.timedelta(days=18)))
+    await stack.processed()
+    assert await _parked_pupils(stack) == ["P8", "P9"]
+
+    stack.clock.advance(dt.timedelta(days=10))  # P8's mark parked 30 days ago, to the minute
+    assert (await stack.triage.housekeeping.run_once())["parked_events"] == 0
+    stack.clock.advance(dt.timedelta(minutes=1))
+    assert (await stack.triage.housekeeping.run_once())["parked_events"] == 1
+    assert await _parked_pupils(stack) == ["P9"]
+
+
+def _duplicates(stack: Stack) -> float:
+    value = stack.triage.metrics.registry.get_sample_value(
+        "triage_events_total", {"outcome": "duplicate"})
+    return value or 0.0
+
+
+async def test_dedup_log_keeps_redeliveries_and_the_years_history_within_retention(
+        stack: Stack) -> None:
+    """A redelivered mark is still recognised, and the timeline still shows a mark's
+    amendments, for the whole retention and never less than the current school year."""
+    await stack.put_school(school([pupil("P1")]))
+    first = mark("P1", "N")
+    amended = mark("P1", "I", recorded=dt.datetime.combine(MONDAY, dt.time(8, 54), tzinfo=LONDON))
+    await stack.publish(first, amended)
+    await stack.processed()
+    stack.triage_settings.received_event_days = 30  # a deployment that keeps it shorter
+
+    stack.clock.advance(dt.timedelta(days=60))  # past the 30 days, same school year
+    assert (await stack.triage.housekeeping.run_once())["received_events"] == 0
+    await stack.publish(first)
+    await stack.processed()
+    assert _duplicates(stack) == 1
+    history = (await timeline(stack, "P1"))["mark_history"]
+    assert [m["code"] for m in history] == ["N", "I"]
+
+    stack.clock.set(dt.datetime(2027, 9, 1, 0, 1, tzinfo=LONDON))  # the next school year
+    assert (await stack.triage.housekeeping.run_once())["received_events"] == 2
+    assert await _count(stack.triage.engine, received_events) == 0
+
+
+async def test_dedup_log_is_kept_400_days_by_default(stack: Stack) -> None:
+    await stack.put_school(school([pupil("P1")]))
+    await stack.publish(mark("P1"))
+    await stack.processed()
+    received = stack.clock.now()
+    stack.clock.set(received + dt.timedelta(days=400))
+    assert (await stack.triage.housekeeping.run_once())["received_events"] == 0
+    stack.clock.advance(dt.timedelta(seconds=1))
+    assert (await stack.triage.housekeeping.run_once())["received_events"] == 1
+
+
+async def test_unmatched_replies_go_after_30_days_and_matched_ones_stay(
+        notifier: NotifierService) -> None:
+    def reply(n: int, *, matched: bool, days_ago: int) -> dict[str, Any]:
+        return {"id": f"reply{n}", "message_sid": f"SM{n}", "school_urn": "123456" if matched
+                else None, "from_phone": "+447700900001", "body": "ok", "kind": "reply",
+                "matched": matched, "contact_ref": None, "pupil_ids": [], "episodes": [],
+                "received_at": START - dt.timedelta(days=days_ago)}
+
+    async with notifier.engine.begin() as conn:
+        await conn.execute(insert(replies), [
+            reply(1, matched=False, days_ago=31), reply(2, matched=False, days_ago=29),
+            reply(3, matched=True, days_ago=400)])
+    counts = await notifier.housekeeping.run_once()
+    assert counts["unmatched_replies"] == 1
+    async with notifier.engine.connect() as conn:
+        kept = sorted((await conn.execute(select(replies.c.id))).scalars())
+    assert kept == ["reply2", "reply3"]
+
+
+async def test_purges_run_in_bounded_batches(notifier: NotifierService) -> None:
+    from notifier.housekeeping import notifier_purges
+    from servicekit.housekeeping import purge
+
+    old = START - dt.timedelta(days=31)
+    async with notifier.engine.begin() as conn:
+        await conn.execute(insert(replies), [
+            {"id": f"reply{n}", "message_sid": f"SM{n}", "school_urn": None,
+             "from_phone": "+447700900001", "body": "ok", "kind": "reply", "matched": False,
+             "contact_ref": None, "pupil_ids": [], "episodes": [], "received_at": old}
+            for n in range(25)])
+    deletes: list[str] = []
+
+    def seen(*args: Any) -> None:
+        if args[2].lstrip().upper().startswith("DELETE"):
+            deletes.append(args[2])
+
+    event.listen(notifier.engine.sync_engine, "before_cursor_execute", seen)
+    [unmatched, _] = notifier_purges(notifier.settings, START)
+    assert await purge(notifier.engine, unmatched, batch_size=10) == 25
+    event.remove(notifier.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(deletes) == 3  # 10, 10 and the last 5
+    assert await _count(notifier.engine, replies) == 0

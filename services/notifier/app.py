@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import sys
 
@@ -19,6 +20,7 @@ from servicekit import broker, logs
 from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
+from servicekit.housekeeping import Housekeeping
 from servicekit.key_admin import key_command, keys_router
 from servicekit.keys import KeyStore
 from servicekit.limits import BodyLimit
@@ -32,6 +34,7 @@ from notifier.api import api
 from notifier.cancellation import Cancellations
 from notifier.dispatch import Dispatcher
 from notifier.fallback import FamilyChase
+from notifier.housekeeping import notifier_purges
 from notifier.intake import Intake
 from notifier.metrics import NotifierMetrics
 from notifier.migrations import upgrade
@@ -117,6 +120,8 @@ class NotifierService:
         self.replies = ReplyDesk(self.engine, self.clock,
                                  dt.timedelta(days=settings.reply_match_days),
                                  on_published=self._outbox_written)
+        self.housekeeping = Housekeeping("notifier", self.engine, self.clock,
+                                         functools.partial(notifier_purges, settings))
         self.relay: OutboxRelay | None = None
         self._run_dispatcher = run_dispatcher
         self.workers = Workers()
@@ -164,6 +169,7 @@ class NotifierService:
         self.workers.spawn(self.consumer.run())
         if self._run_dispatcher:
             self.workers.spawn(self.dispatcher.run(self.settings.dispatch_poll_seconds))
+            self.workers.spawn(self.housekeeping.run())
         await self.consumer.start(queue)
         log.info("notifier.started")
 

@@ -74,7 +74,8 @@ notifications = Table(
 
 # Twilio status callbacks that came before their provider id was recorded (the provider can
 # answer the webhook faster than the sender commits its answer): applied when the id is
-# recorded (notifier.notification_store), deleted after a day if it never is.
+# recorded (notifier.notification_store), purged by the housekeeping (notifier.housekeeping) if it
+# never is.
 early_status_callbacks = Table(
     "early_status_callbacks",
     metadata,

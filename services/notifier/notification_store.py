@@ -32,8 +32,6 @@ from notifier.models import early_status_callbacks, notifications
 _CHUNK = 400
 # A row of any columns (a select of a few of them).
 AnyRow = Row[*tuple[Any, ...]]
-# Early callbacks whose id is never recorded (a send abandoned after Twilio took it) go after.
-EARLY_CALLBACK_RETENTION = dt.timedelta(days=1)
 # Namespace of the per-provider-id advisory locks (PostgreSQL's two-key form).
 _PROVIDER_ID_LOCKS = 0x4E0715
 
@@ -212,8 +210,6 @@ async def record_receipt(conn: AsyncConnection, provider_id: str, status: Status
                                 .limit(1))).first()
     if known is not None:  # a late or repeated receipt: nothing moves back
         return Receipt([])
-    await conn.execute(delete(early_status_callbacks).where(
-        early_status_callbacks.c.received_at < now - EARLY_CALLBACK_RETENTION))
     await conn.execute(
         dialect_insert(conn.engine)(early_status_callbacks)
         .values(provider_id=provider_id, status=status, error=error, received_at=now)

@@ -75,6 +75,10 @@ class NotifierSettings(ServiceSettings):
     calls_per_second: float = Field(1.0, gt=0)
     # An inbound SMS is matched to contact requests from this many days back.
     reply_match_days: int = Field(14, ge=1)
+    # Retention (docs/security.md "Retention"): replies from numbers no school texted, and
+    # status callbacks for a provider id never recorded (a send abandoned after Twilio took it).
+    unmatched_reply_days: int = Field(30, ge=1)
+    early_callback_hours: float = Field(24.0, gt=0)
 
     @property
     def claim_expiry_seconds(self) -> float:

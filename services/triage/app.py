@@ -5,6 +5,7 @@ the HTTP API are built here and nowhere else. Routes reach what they need throug
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 
@@ -17,6 +18,7 @@ from servicekit import broker, logs
 from servicekit.clock import Clock, clock_from_setting
 from servicekit.consumer import BatchConsumer
 from servicekit.database import database_reachable, make_engine
+from servicekit.housekeeping import Housekeeping
 from servicekit.key_admin import key_command, keys_router
 from servicekit.keys import KeyStore
 from servicekit.limits import BodyLimit
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from triage import deps
 from triage.api import router
+from triage.housekeeping import triage_purges
 from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
 from triage.migrations import upgrade
@@ -54,6 +57,8 @@ class TriageService:
         self.schools = SchoolContextCache()
         self.ingestor = Ingestor(self.engine, self.clock, self.schools,
                                  on_cancelled=self._wake_relay)
+        self.housekeeping = Housekeeping("triage", self.engine, self.clock,
+                                         functools.partial(triage_purges, settings))
         self._run_scheduler = run_scheduler
         self.workers = Workers()
         self.connection: AbstractRobustConnection | None = None
@@ -110,6 +115,7 @@ class TriageService:
         self.workers.spawn(self.relay.run())
         if self._run_scheduler:
             self.workers.spawn(self.scheduler.run(self.settings.scheduler_poll_seconds))
+            self.workers.spawn(self.housekeeping.run())
         await self.consumer.start(queue)
         await self.reply_consumer.start(reply_queue)
         log.info("triage.started")
