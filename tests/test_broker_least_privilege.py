@@ -103,8 +103,8 @@ def urls() -> Iterator[dict[str, str]]:
     for user in definitions["users"]:
         user["name"] = renamed[user["name"]]
     definitions["vhosts"] = [{"name": vhost}]
-    for kind in ("permissions", "exchanges", "queues", "bindings"):
-        for entry in definitions[kind]:
+    for kind in ("permissions", "exchanges", "queues", "bindings", "policies"):
+        for entry in definitions.get(kind, []):
             entry["vhost"] = vhost
             if "user" in entry:
                 entry["user"] = renamed[entry["user"]]

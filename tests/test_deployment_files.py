@@ -369,10 +369,10 @@ def test_definitions_hold_only_topology_in_the_root_vhost(definitions: dict[str,
     # Users and their permissions but no passwords: credentials stay out of the repository
     # (tests/test_broker_least_privilege.py checks the users against topology.py).
     assert set(definitions) <= {"users", "permissions", "vhosts", "exchanges", "queues",
-                                "bindings"}
+                                "bindings", "policies"}
     assert all(user.get("password_hash") == "" for user in definitions.get("users") or [])
     assert definitions.get("vhosts") == [{"name": VHOST}]
-    for kind in ("permissions", "exchanges", "queues", "bindings"):
+    for kind in ("permissions", "exchanges", "queues", "bindings", "policies"):
         entries = definitions.get(kind) or []
         assert entries, f"no {kind}"
         assert {entry.get("vhost") for entry in entries} == {VHOST}, kind

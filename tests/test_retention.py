@@ -5,12 +5,15 @@ bounded by the database rather than after loading a whole table."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from broker_messages import topology
 from notifier.app import NotifierService
 from notifier.app import create_app as notifier_app
 from notifier.migrations import upgrade as upgrade_notifier
@@ -189,3 +192,16 @@ async def test_purges_run_in_bounded_batches(notifier: NotifierService) -> None:
     event.remove(notifier.engine.sync_engine, "before_cursor_execute", seen)
     assert len(deletes) == 3  # 10, 10 and the last 5
     assert await _count(notifier.engine, replies) == 0
+
+
+def test_dead_letters_are_kept_14_days_and_at_most_100000_per_queue() -> None:
+    """RabbitMQ applies the bound as a policy (infra/rabbitmq/definitions.json): queue
+    arguments could not be changed on the queues brokers already have."""
+    definitions = json.loads((Path(__file__).resolve().parents[1] / "infra" / "rabbitmq"
+                              / "definitions.json").read_text(encoding="utf-8"))
+    [policy] = [p for p in definitions["policies"] if p["name"] == "dead-letter-retention"]
+    assert policy["apply-to"] == "queues" and policy["vhost"] == "/"
+    assert policy["definition"] == {"message-ttl": 14 * 24 * 3600 * 1000,
+                                    "max-length": 100_000, "overflow": "drop-head"}
+    matched = {q["name"] for q in definitions["queues"] if re.search(policy["pattern"], q["name"])}
+    assert matched == {topology.EVENTS_DEAD_QUEUE, topology.REQUESTS_DEAD_QUEUE}

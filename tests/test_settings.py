@@ -40,6 +40,8 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
     ("TRIAGE_PREFETCH", "150", TriageSettings, "prefetch", 150),
     ("TRIAGE_BATCH_SIZE", "7", TriageSettings, "batch_size", 7),
     ("TRIAGE_SCHEDULER_POLL_SECONDS", "0.25", TriageSettings, "scheduler_poll_seconds", 0.25),
+    ("TRIAGE_PARKED_EVENT_DAYS", "14", TriageSettings, "parked_event_days", 14),
+    ("TRIAGE_RECEIVED_EVENT_DAYS", "500", TriageSettings, "received_event_days", 500),
     ("NOTIFIER_DATABASE_URL", "postgresql+asyncpg://n@db/notifier", NotifierSettings,
      "database_url", "postgresql+asyncpg://n@db/notifier"),
     ("NOTIFIER_HOST", "0.0.0.0", NotifierSettings, "host", "0.0.0.0"),
@@ -77,6 +79,8 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
     ("NOTIFIER_SMS_PER_SECOND", "25", NotifierSettings, "sms_per_second", 25.0),
     ("NOTIFIER_CALLS_PER_SECOND", "2", NotifierSettings, "calls_per_second", 2.0),
     ("NOTIFIER_REPLY_MATCH_DAYS", "30", NotifierSettings, "reply_match_days", 30),
+    ("NOTIFIER_UNMATCHED_REPLY_DAYS", "7", NotifierSettings, "unmatched_reply_days", 7),
+    ("NOTIFIER_EARLY_CALLBACK_HOURS", "6", NotifierSettings, "early_callback_hours", 6.0),
 ]
 
 
