@@ -20,9 +20,9 @@ class TriageSettings(ServiceSettings):
     batch_size: int = Field(500, ge=1, le=2000)
     scheduler_poll_seconds: float = 1.0
 
-    # Retention (docs/security.md "Retention"). Marks for pupils the roster never named go
-    # after this many days; the attendance officer is told a week before.
-    parked_event_days: int = Field(30, ge=8)
+    # Retention (docs/security.md "Retention"): marks for pupils the roster never named go
+    # after this many days.
+    parked_event_days: int = Field(30, ge=1)
     # The deduplication log: a redelivered event is recognised for this long, and never
     # forgotten within the current school year (the timeline's amendment history).
     received_event_days: int = Field(400, ge=1)
