@@ -25,7 +25,7 @@ from sqlalchemy import event, func, insert, select
 from triage.models import parked_events, received_events
 
 from tests.factories import LONDON, MONDAY, mark, pupil, school
-from tests.scenarios import timeline
+from tests.scenarios import body, emails_about, timeline
 from tests.stack import API_TOKEN, Stack
 
 START = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
@@ -107,6 +107,37 @@ async def test_parked_marks_go_after_30_days_and_newer_ones_stay(stack: Stack) -
     stack.clock.advance(dt.timedelta(minutes=1))
     assert (await stack.triage.housekeeping.run_once())["parked_events"] == 1
     assert await _parked_pupils(stack) == ["P9"]
+
+
+def _parked_alerts(stack: Stack) -> list[Any]:
+    return [m for m in stack.smtp.messages if "will be discarded" in str(m["Subject"])]
+
+
+async def test_parked_marks_are_reported_to_the_officer_before_they_are_discarded(
+        stack: Stack) -> None:
+    """docs/rules.md "parked_marks_expiring": within 7 days of being discarded, the officer
+    hears once a school day, with the pupil ids and the date the first will go."""
+    await stack.put_school(school([pupil("P1")]))
+    await stack.publish(mark("P8"), mark("P9"), mark("P9", session="PM"))  # parked on the 23rd
+    await stack.processed()
+    stack.at(10, 0, day=dt.date(2026, 12, 15))  # 22 days on: more than a week to go
+    await stack.run_due()
+    stack.at(9, 0, day=dt.date(2026, 12, 16))  # 23 days on, but registers are not closed
+    await stack.run_due()
+    assert _parked_alerts(stack) == []
+
+    stack.at(10, 0, day=dt.date(2026, 12, 16))
+    await stack.run_due()
+    [email] = await emails_about(stack, "will be discarded", 1)
+    assert email["To"] == "attendance@millbrook.example"
+    text = body(email)
+    assert "3 register marks" in text and "(P8, P9)" in text and "2026-12-23" in text
+    stack.at(15, 0, day=dt.date(2026, 12, 16))
+    await stack.run_due()
+    stack.at(10, 0, day=dt.date(2026, 12, 17))
+    await stack.run_due()
+    await emails_about(stack, "will be discarded", 2)
+    assert len(_parked_alerts(stack)) == 2, "once a school day"
 
 
 def _duplicates(stack: Stack) -> float:

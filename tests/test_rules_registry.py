@@ -55,7 +55,8 @@ def test_family_rules_list_in_registry_order() -> None:
 
 
 def test_every_rule_that_is_scheduled_has_a_send_time_planner() -> None:
-    assert {rule.id for rule in RULES if rule.plan is None} == {"family_unreachable"}
+    assert {rule.id for rule in RULES if rule.plan is None} == {"family_unreachable",
+                                                                "parked_marks_expiring"}
 
 
 UNREACHABLE = [

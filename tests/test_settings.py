@@ -41,6 +41,7 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
     ("TRIAGE_BATCH_SIZE", "7", TriageSettings, "batch_size", 7),
     ("TRIAGE_SCHEDULER_POLL_SECONDS", "0.25", TriageSettings, "scheduler_poll_seconds", 0.25),
     ("TRIAGE_PARKED_EVENT_DAYS", "14", TriageSettings, "parked_event_days", 14),
+    ("TRIAGE_PARKED_EVENT_WARN_DAYS", "3", TriageSettings, "parked_event_warn_days", 3),
     ("TRIAGE_RECEIVED_EVENT_DAYS", "500", TriageSettings, "received_event_days", 500),
     ("NOTIFIER_DATABASE_URL", "postgresql+asyncpg://n@db/notifier", NotifierSettings,
      "database_url", "postgresql+asyncpg://n@db/notifier"),

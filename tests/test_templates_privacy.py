@@ -79,7 +79,9 @@ def test_family_messages_carry_no_code_reason_or_comment(rule: str, language: st
             assert forbidden not in lowered, (rule, language, forbidden, text)
 
 
-@pytest.mark.parametrize("rule", [r for r in ALL_RULES if r != "first_day_contact"])
+# parked_marks_expiring is about pupils the roster does not name: only their ids are known.
+@pytest.mark.parametrize("rule", [r for r in ALL_RULES
+                                  if r not in ("first_day_contact", "parked_marks_expiring")])
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_professional_messages_name_the_pupil_in_full(rule: str, language: str) -> None:
     library = TemplateLibrary(TEMPLATES)

@@ -92,7 +92,9 @@ class TriageService:
         self.relay = OutboxRelay(self.engine, outbox, requests,
                                  on_published=self._count_published,
                                  sign=keys[0].headers if keys else None)
-        self.scheduler = Scheduler(self.engine, self.clock, self.schools, self.relay.wake)
+        self.scheduler = Scheduler(self.engine, self.clock, self.schools, self.relay.wake,
+                                   parked_days=self.settings.parked_event_days,
+                                   parked_warn_days=self.settings.parked_event_warn_days)
         self.consumer = BatchConsumer(
             name="triage",
             parse=EVENT_ADAPTER.validate_json,

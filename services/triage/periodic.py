@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import defaultdict
 
 from broker_messages.codes import UNEXPLAINED
+from broker_messages.contact import ContactRequest
+from servicekit.clock import local_date
 from servicekit.database import dialect_insert
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage import decisions as decision_store
-from triage.models import marks, periodic_runs, pupils, schools
-from triage.rules import attendance_update, unexplained_not_recoded
+from triage.decisions import Outcome
+from triage.models import marks, parked_events, periodic_runs, pupils, schools
+from triage.rules import attendance_update, parked_marks_expiring, unexplained_not_recoded
+from triage.rules.marks import registers_closed_at
 from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
@@ -111,3 +116,60 @@ async def plan_unexplained_checks(conn: AsyncConnection, contexts: dict[str, Sch
         log.info("triage.unexplained_not_recoded.planned school_urn=%s pupils=%d", urn,
                  len(first_sessions))
     return planned
+
+
+async def parked_warnings(conn: AsyncConnection, contexts: dict[str, SchoolContext],
+                          now: dt.datetime, parked_days: int,
+                          warn_days: int) -> list[ContactRequest]:
+    """docs/rules.md "parked_marks_expiring": once a school day per school, after registers
+    close, the officer hears of marks parked for pupils not on the roster that are within
+    `warn_days` of being discarded. Returns the alerts to request."""
+    rule = parked_marks_expiring.ID
+    today = {urn: day for urn, context in contexts.items()
+             if context.calendar.is_school_day(day := local_date(now, context.tz))
+             and now >= registers_closed_at(day, context.policy, context.tz)}
+    if not today:
+        return []
+    # Read first: the scheduler's loop runs every few seconds, and writes only for news.
+    done = set((await conn.execute(
+        select(periodic_runs.c.school_urn, periodic_runs.c.period)
+        .where(periodic_runs.c.rule == rule,
+               periodic_runs.c.period.in_({day.isoformat() for day in today.values()}))
+    )).all())
+    due = sorted(urn for urn, day in today.items() if (urn, day.isoformat()) not in done)
+    if not due:
+        return []
+    before = parked_marks_expiring.warn_if_parked_before(now, parked_days, warn_days)
+    parked: dict[str, list[tuple[str, dt.datetime]]] = defaultdict(list)
+    for urn, pupil_id, parked_at in (await conn.execute(
+            select(parked_events.c.school_urn, parked_events.c.pupil_id,
+                   parked_events.c.parked_at)
+            .where(parked_events.c.school_urn.in_(due), parked_events.c.parked_at < before)
+            .order_by(parked_events.c.parked_at))).all():
+        parked[urn].append((pupil_id, parked_at))
+    requests = []
+    insert = dialect_insert(conn.engine)
+    for urn, found in sorted(parked.items()):
+        context, day = contexts[urn], today[urn]
+        claimed = await conn.execute(insert(periodic_runs).values(
+            school_urn=urn, rule=rule, period=day.isoformat(), created_at=now,
+        ).on_conflict_do_nothing().returning(periodic_runs.c.period))
+        if claimed.first() is None:
+            continue  # already told today (or another replica is telling)
+        details = parked_marks_expiring.details(found, parked_days, context.tz)
+        dedup = parked_marks_expiring.dedup_key(urn, day)
+        officers = context.staff_recipients("attendance_officer")
+        if officers:
+            requests.append(ContactRequest(
+                request_id=dedup, rule=rule, school=context.school, date=day, pupils=(),
+                recipients=tuple(officers), safeguarding=True, details=details,
+                requested_at=now))
+        await decision_store.record(
+            conn, rule=rule, school_urn=urn, pupil_id="", dedup_key=dedup,
+            outcome=Outcome.REQUESTED if officers else Outcome.SUPPRESSED,
+            reason=(f"{details['count']} parked marks within {warn_days} days of being "
+                    "discarded" + ("" if officers else ": the school has no attendance officer")),
+            inputs=details, now=now)
+        log.info("triage.parked_marks_expiring.planned school_urn=%s marks=%d", urn,
+                 details["count"])
+    return requests

@@ -29,7 +29,12 @@ from triage import decisions as decision_store
 from triage import history, outreach, tasks
 from triage.decisions import ActionStatus, Outcome
 from triage.models import outbox, scheduled_actions
-from triage.periodic import all_schools, plan_attendance_updates, plan_unexplained_checks
+from triage.periodic import (
+    all_schools,
+    parked_warnings,
+    plan_attendance_updates,
+    plan_unexplained_checks,
+)
 from triage.rules import family_unreachable, rule_named
 from triage.rules.recipients import first_contact_address, social_worker
 from triage.rules.rule import Outreach, TaskToOpen
@@ -71,12 +76,17 @@ class Scheduler:
         schools: SchoolContextCache,
         on_requested: Callable[[], None],
         batch_size: int = 200,
+        parked_days: int = 30,
+        parked_warn_days: int = 7,
     ) -> None:
+        """`parked_days`, `parked_warn_days`: docs/rules.md "parked_marks_expiring"."""
         self._engine = engine
         self._clock = clock
         self._schools = schools
         self._on_requested = on_requested
         self._batch_size = batch_size
+        self._parked_days = parked_days
+        self._parked_warn_days = parked_warn_days
 
     async def run_due(self) -> int:
         """Act on every action due by now; returns how many actions were settled."""
@@ -84,6 +94,12 @@ class Scheduler:
             contexts = await all_schools(conn, self._schools)
             await plan_attendance_updates(conn, contexts, self._clock.now())
             await plan_unexplained_checks(conn, contexts, self._clock.now())
+            warnings = await parked_warnings(conn, contexts, self._clock.now(),
+                                             self._parked_days, self._parked_warn_days)
+            for request in warnings:
+                await self._enqueue(conn, request, self._clock.now())
+        if warnings:
+            self._on_requested()
         total = 0
         while True:
             settled, requested = await self._run_batch()

@@ -26,3 +26,6 @@ class TriageSettings(ServiceSettings):
     # The deduplication log: a redelivered event is recognised for this long, and never
     # forgotten within the current school year (the timeline's amendment history).
     received_event_days: int = Field(400, ge=1)
+    # docs/rules.md "parked_marks_expiring": the officer hears this many days before parked
+    # marks are discarded.
+    parked_event_warn_days: int = Field(7, ge=1)

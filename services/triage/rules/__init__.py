@@ -17,6 +17,7 @@ from triage.rules import (
     first_day_contact,
     la_referral,
     looked_after_unexplained,
+    parked_marks_expiring,
     penalty_notice_threshold,
     persistent_absence,
     register_removal,
@@ -43,6 +44,7 @@ RULES: tuple[Rule, ...] = (
     ehcp_absence_15_days.RULE,
     unexplained_not_recoded.RULE,
     family_unreachable.RULE,
+    parked_marks_expiring.RULE,
     attendance_update.RULE,
 )
 
