@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from triage.calendar import SchoolCalendar
 from triage.models import pupils, schools
 from triage.policy import Policy
-from triage.school_document import Pupil, SchoolDocument
+from triage.school_document import Pupil, SchoolDocument, stored_pupil
 
 _CHUNK = 500  # rows per INSERT: stays well inside SQLite's bound-parameter limit
 
@@ -40,7 +40,7 @@ class SchoolContext:
         """A stored roster record of this school, typed."""
         typed = self._typed.get(record["id"])
         if typed is None:
-            typed = self._typed[record["id"]] = Pupil.model_validate(record)
+            typed = self._typed[record["id"]] = stored_pupil(record)
         return typed
 
     def delivery_window(self, day: dt.date, days_ahead: int = 15) -> DeliveryWindow:
