@@ -34,6 +34,16 @@ async def all_schools(conn: AsyncConnection,
     return await cache.load(conn, urns) if urns else {}
 
 
+async def _claim(conn: AsyncConnection, urn: str, rule: str, period: str,
+                 now: dt.datetime) -> bool:
+    """Take a school's period of a periodic rule; False if it was already taken (planned
+    before, or by another replica right now)."""
+    claimed = await conn.execute(dialect_insert(conn.engine)(periodic_runs).values(
+        school_urn=urn, rule=rule, period=period, created_at=now,
+    ).on_conflict_do_nothing().returning(periodic_runs.c.period))
+    return claimed.first() is not None
+
+
 async def plan_attendance_updates(conn: AsyncConnection, contexts: dict[str, SchoolContext],
                                   now: dt.datetime) -> int:
     if not contexts:
@@ -44,16 +54,12 @@ async def plan_attendance_updates(conn: AsyncConnection, contexts: dict[str, Sch
         .where(periodic_runs.c.rule == rule)
     )).all())
     planned = 0
-    insert = dialect_insert(conn.engine)
     for urn, context in sorted(contexts.items()):
         due = attendance_update.period_due(now, context.calendar, context.policy, context.tz)
         if due is None or (urn, due[0]) in done:
             continue
         period, day, due_at = due
-        claimed = await conn.execute(insert(periodic_runs).values(
-            school_urn=urn, rule=rule, period=period, created_at=now,
-        ).on_conflict_do_nothing().returning(periodic_runs.c.period))
-        if claimed.first() is None:
+        if not await _claim(conn, urn, rule, period, now):
             continue  # another replica planned it
         rows = (await conn.execute(
             select(pupils.c.record)
@@ -88,14 +94,10 @@ async def plan_unexplained_checks(conn: AsyncConnection, contexts: dict[str, Sch
                periodic_runs.c.period.in_({dates[1].isoformat() for dates in due.values()}))
     )).all())
     planned = 0
-    insert = dialect_insert(conn.engine)
     for urn, dates in due.items():
         if (urn, dates[1].isoformat()) in done:
             continue
-        claimed = await conn.execute(insert(periodic_runs).values(
-            school_urn=urn, rule=rule, period=dates[1].isoformat(), created_at=now,
-        ).on_conflict_do_nothing().returning(periodic_runs.c.period))
-        if claimed.first() is None:
+        if not await _claim(conn, urn, rule, dates[1].isoformat(), now):
             continue  # already checked (or another replica is checking)
         standing = (await conn.execute(
             select(marks.c.pupil_id, marks.c.date, marks.c.session)
@@ -148,13 +150,9 @@ async def parked_warnings(conn: AsyncConnection, contexts: dict[str, SchoolConte
             .order_by(parked_events.c.parked_at))).all():
         parked[urn].append((pupil_id, parked_at))
     requests = []
-    insert = dialect_insert(conn.engine)
     for urn, found in sorted(parked.items()):
         context, day = contexts[urn], today[urn]
-        claimed = await conn.execute(insert(periodic_runs).values(
-            school_urn=urn, rule=rule, period=day.isoformat(), created_at=now,
-        ).on_conflict_do_nothing().returning(periodic_runs.c.period))
-        if claimed.first() is None:
+        if not await _claim(conn, urn, rule, day.isoformat(), now):
             continue  # already told today (or another replica is telling)
         details = parked_marks_expiring.details(found, parked_days, context.tz)
         dedup = parked_marks_expiring.dedup_key(urn, day)
