@@ -54,7 +54,16 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def server_config(app: Any, settings: ServiceSettings) -> uvicorn.Config:
+class ServerEdges(Protocol):
+    """What `server_config` reads: every service's settings and the staff app's have it."""
+
+    host: str
+    port: int
+    read_timeout_seconds: float
+    max_connections: int
+
+
+def server_config(app: Any, settings: ServerEdges) -> uvicorn.Config:
     """uvicorn with the edges of docs/security.md "Edges and data at rest": at most
     `max_connections` at once (503 beyond), half-sent requests closed after
     `read_timeout_seconds`, bounded headers and keep-alive."""
