@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: both services on the embedded defaults (SQLite, local outbox), in the foreground.
-# Ctrl-C stops both. Migrations are applied by each service as it starts.
+# `make run`: the services and the staff web app on the embedded defaults (SQLite, local
+# outbox), in the foreground. Ctrl-C stops them all. Migrations are applied by each service as it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Everything created from here on (var/, the token file, the databases, the outbox) is the
@@ -20,27 +20,45 @@ if [ -z "${CONTACT_SIGNING_KEY:-}" ]; then
 fi
 export API_TOKEN CONTACT_SIGNING_KEY
 
+# Sign-ins for the demo school's staff web app, made once; one password for the three demo
+# accounts, kept in var/ (docs/staff.md "Trying it").
+if [ ! -s var/staff-demo-password ]; then
+  .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(12))" > var/staff-demo-password
+  for account in "officer attendance_officer Demo-Attendance-Officer" "dsl dsl Demo-Safeguarding-Lead" \
+                 "social.worker social_worker Demo-Social-Worker"; do
+    set -- $account
+    school=(--school 100001); [ "$2" = social_worker ] && school=()
+    .venv/bin/python -m staff users add --email "$1@demo.example" --name "${3//-/ }" --role "$2" \
+      "${school[@]}" --password-stdin < var/staff-demo-password >/dev/null
+  done
+fi
+
 .venv/bin/python -m triage & triage=$!
 .venv/bin/python -m notifier & notifier=$!
-trap 'kill $triage $notifier 2>/dev/null; wait' INT TERM EXIT
+.venv/bin/python -m staff & staff=$!
+trap 'kill $triage $notifier $staff 2>/dev/null; wait' INT TERM EXIT
 
-for port in "${TRIAGE_PORT:-8001}" "${NOTIFIER_PORT:-8002}"; do
+for port in "${TRIAGE_PORT:-8001}" "${NOTIFIER_PORT:-8002}" "${STAFF_PORT:-8003}"; do
   for _ in $(seq 1 60); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 $triage 2>/dev/null && kill -0 $notifier 2>/dev/null || { echo "a service failed to start" >&2; exit 1; }
+    kill -0 $triage 2>/dev/null && kill -0 $notifier 2>/dev/null && kill -0 $staff 2>/dev/null \
+      || { echo "a service failed to start" >&2; exit 1; }
     sleep 0.5
   done
 done
 
 cat <<MSG
 
+  Staff web app: http://127.0.0.1:${STAFF_PORT:-8003}/
+                 sign in as officer@demo.example (also dsl@ and social.worker@demo.example)
+                 password: $(cat var/staff-demo-password)   (saved in var/staff-demo-password)
   Triage API:    http://127.0.0.1:${TRIAGE_PORT:-8001}/docs
   Notifier API:  http://127.0.0.1:${NOTIFIER_PORT:-8002}/docs
   API token:     $API_TOKEN   (Authorization: Bearer \$API_TOKEN; saved in var/api-token)
   Outbox:        ${OUTBOX_DIR:-var/outbox}/  (messages land here while no Twilio/SMTP is configured)
 
   In another terminal, 'make demo' loads a sample school and a morning of register marks.
-  Ctrl-C stops both services.
+  Ctrl-C stops all three.
 
 MSG
-wait -n $triage $notifier
+wait -n $triage $notifier $staff
