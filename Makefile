@@ -26,12 +26,13 @@ $(DEV_STAMP): $(STAMP) requirements-dev.lock
 	$(PIP) --require-hashes -r requirements-dev.lock
 	touch $(DEV_STAMP)
 
-# Start the local RabbitMQ (and PostgreSQL for the tests) if installed but stopped.
+# Start the local RabbitMQ (and PostgreSQL for the tests) if installed but stopped; `services`
+# also installs Debian's chromium for the browser tests when it is missing.
 broker:
 	@scripts/ensure-services.sh rabbitmq
 
 services:
-	@scripts/ensure-services.sh rabbitmq postgresql
+	@scripts/ensure-services.sh rabbitmq postgresql chromium
 
 run: install broker
 	@scripts/run-local.sh

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the local RabbitMQ / PostgreSQL are up: start them if they are installed but
 # stopped. Services already listening are left alone; services not installed are reported.
+# `chromium` (the browser tests' browser) is installed from Debian when missing and we are root:
+# Playwright cannot download its own browser here, so never `playwright install`.
 set -u
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -43,11 +45,27 @@ ensure_postgresql() {
   fi
 }
 
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "chromium is not installed: sudo apt-get install chromium (the browser tests drive it)" >&2
+    return 1
+  fi
+  echo "installing chromium..."
+  # The package lists are refreshed only when they turn out to be stale.
+  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  apt_install || { apt-get update -q >/dev/null && apt_install; } || {
+    echo "could not install chromium (apt-get install chromium)" >&2
+    return 1
+  }
+}
+
 status=0
 for service in "$@"; do
   case "$service" in
     rabbitmq) ensure_rabbitmq || status=1 ;;
     postgresql) ensure_postgresql || status=1 ;;
+    chromium) ensure_chromium || status=1 ;;
     *) echo "unknown service $service" >&2; status=1 ;;
   esac
 done

@@ -1,5 +1,6 @@
 """Shared fixtures: the real RabbitMQ and PostgreSQL on this machine, the loopback Twilio stub,
-the SMTP sink, and both services running in this process on an injected clock."""
+the SMTP sink, both services running in this process on an injected clock, and chromium for
+the browser tests (tests/browser.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import aio_pika
 import asyncpg
 import pytest
 from broker_messages import topology
+from playwright.async_api import Browser, Page
 from servicekit.logs import quiet_third_party
 
+from tests.browser import desktop_context, launch_chromium
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub
 from tests.stack import Stack
@@ -124,14 +127,29 @@ async def stack(
         yield running
 
 
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Browser]:
+    """One headless chromium for the session; launching one per test would dominate the run."""
+    async with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+async def page(chromium: Browser) -> AsyncIterator[Page]:
+    """A page in a fresh desktop context, closed after the test (tests/browser.py)."""
+    async with desktop_context(chromium) as context:
+        yield await context.new_page()
+
+
 # Privacy: logs carry ids, never phone numbers, email addresses or names (docs/rules.md "Contacting people").
 _PHONE = re.compile(r"\+\d{10,15}")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _FIXTURE_NAMES = re.compile(
     r"\b(Sally|Smith|Jane|Tom|Ada|Jones|Rhian|Brown|Noor|Khan|Doe|Child\d+)\b")
-# Test-side loggers (the SMTP sink, the stub's web server, the tests' own HTTP client).
+# Test-side loggers (the SMTP sink, the stub's web server, the tests' own HTTP client and
+# browser driver).
 _TEST_SIDE = ("tests", "mail.log", "aiosmtpd", "aiohttp.access", "aiohttp.server", "httpx",
-              "httpcore", "asyncio", "hypothesis")
+              "httpcore", "asyncio", "hypothesis", "playwright")
 
 
 def _record_text(record: logging.LogRecord) -> str:

@@ -5,9 +5,11 @@ can say "it is now 09:30" instead of sleeping until then."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -35,6 +37,7 @@ from triage.app import create_app as triage_app
 from triage.settings import TriageSettings
 from twilio.request_validator import RequestValidator
 
+from tests.browser import served
 from tests.factories import LONDON, MONDAY
 from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.twilio_stub import TwilioStub
@@ -115,12 +118,14 @@ class Stack:
         )
         self.triage = TriageService(self.triage_settings, self.clock, run_scheduler=False)
         self.notifier = NotifierService(self.notifier_settings, self.clock)
+        self.triage_app = triage_app(self.triage)
+        self.notifier_app = notifier_app(self.notifier)
         self.triage_api = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=triage_app(self.triage)),
+            transport=httpx.ASGITransport(app=self.triage_app),
             base_url="http://triage.test", headers={"Authorization": f"Bearer {API_TOKEN}"},
         )
         self.notifier_api = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=notifier_app(self.notifier)),
+            transport=httpx.ASGITransport(app=self.notifier_app),
             base_url=PUBLIC_BASE_URL, headers={"Authorization": f"Bearer {API_TOKEN}"},
         )
         self._published = 0
@@ -139,6 +144,16 @@ class Stack:
         await self.notifier_api.aclose()
         await self.notifier.stop()
         await self.triage.stop()
+
+    @contextlib.asynccontextmanager
+    async def served(self) -> AsyncIterator[tuple[str, str]]:
+        """Real HTTP base URLs (triage, notifier) for the same apps `triage_api` and
+        `notifier_api` call, for a client that talks HTTP as the staff app does in production
+        (with API_TOKEN or a key of its own). Webhooks are signed for PUBLIC_BASE_URL, so they
+        stay with `twilio_webhook`."""
+        async with (served(self.triage_app) as triage_url,
+                    served(self.notifier_app) as notifier_url):
+            yield triage_url, notifier_url
 
     # --- acting on the system -------------------------------------------------------------
 
