@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from notifier.settings import NotifierSettings
 from pydantic import SecretStr, ValidationError
+from staff.settings import StaffSettings
 from triage.settings import TriageSettings
 
 STRONG_TOKEN = "k7Qp2vX9mR4tL8wZ3nB6yH1d"
@@ -82,6 +83,25 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
     ("NOTIFIER_REPLY_MATCH_DAYS", "30", NotifierSettings, "reply_match_days", 30),
     ("NOTIFIER_UNMATCHED_REPLY_DAYS", "7", NotifierSettings, "unmatched_reply_days", 7),
     ("NOTIFIER_EARLY_CALLBACK_HOURS", "6", NotifierSettings, "early_callback_hours", 6.0),
+    ("STAFF_DATABASE_URL", "postgresql+asyncpg://s@db/staff", StaffSettings, "database_url",
+     "postgresql+asyncpg://s@db/staff"),
+    ("STAFF_HOST", "0.0.0.0", StaffSettings, "host", "0.0.0.0"),
+    ("STAFF_PORT", "9106", StaffSettings, "port", 9106),
+    ("STAFF_PUBLIC_URL", "https://staff.example", StaffSettings, "public_url",
+     "https://staff.example"),
+    ("STAFF_TRIAGE_URL", "http://triage:8001", StaffSettings, "triage_url", "http://triage:8001"),
+    ("STAFF_NOTIFIER_URL", "http://notifier:8002", StaffSettings, "notifier_url",
+     "http://notifier:8002"),
+    ("STAFF_TRIAGE_KEY", "tk_1_x", StaffSettings, "triage_key", "tk_1_x"),
+    ("STAFF_NOTIFIER_KEY", "nk_1_x", StaffSettings, "notifier_key", "nk_1_x"),
+    ("STAFF_SESSION_HOURS", "8", StaffSettings, "session_hours", 8.0),
+    ("STAFF_IDLE_MINUTES", "20", StaffSettings, "idle_minutes", 20.0),
+    ("STAFF_MAX_FAILED_LOGINS", "3", StaffSettings, "max_failed_logins", 3),
+    ("STAFF_LOCKOUT_MINUTES", "15", StaffSettings, "lockout_minutes", 15.0),
+    ("STAFF_REFRESH_SECONDS", "30", StaffSettings, "refresh_seconds", 30.0),
+    ("STAFF_MAX_BODY_BYTES", "65536", StaffSettings, "max_body_bytes", 65536),
+    ("STAFF_READ_TIMEOUT_SECONDS", "2.5", StaffSettings, "read_timeout_seconds", 2.5),
+    ("STAFF_MAX_CONNECTIONS", "64", StaffSettings, "max_connections", 64),
 ]
 
 
@@ -109,8 +129,10 @@ def test_each_documented_variable_is_read_under_its_name(
 ) -> None:
     assert _read(cls(), path) != expected, "the default already equals the test value"
     if name.endswith("_HOST"):
-        # Listening beyond loopback needs a token fit for the network (test_safe_defaults.py).
+        # Listening beyond loopback needs a token fit for the network (test_safe_defaults.py),
+        # and the staff app an https address.
         bare_environment.setenv("API_TOKEN", STRONG_TOKEN)
+        bare_environment.setenv("STAFF_PUBLIC_URL", "https://staff.example")
     bare_environment.setenv(name, value)
     assert _read(cls(), path) == expected
 

@@ -1,0 +1,221 @@
+"""The staff web app in a real browser (Debian's chromium, driven by Playwright) against the
+real services, broker and database: the attendance officer's morning, a social worker's
+view, the lists and their CSV, and axe-core on every page (docs/staff.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+from staff.access import Role
+from staff.app import build, create_app, migrate
+from staff.context import StaffApp
+from staff.settings import StaffSettings
+
+from tests.browser import assert_accessible, desktop_context, phone_context, screenshot, served
+from tests.factories import LONDON, MONDAY, contact, mark, pupil, school
+from tests.stack import API_TOKEN, Stack
+
+PASSWORD = "a long demo password"
+SOCIAL_WORKER = {"name": "Sam Worker", "email": "sam.worker@council.example"}
+
+
+@dataclass
+class Staff:
+    url: str
+    app: StaffApp
+    stack: Stack
+
+
+@contextlib.asynccontextmanager
+async def staff_app(stack: Stack, tmp_path: object) -> AsyncIterator[Staff]:
+    async with stack.served() as (triage_url, notifier_url):
+        settings = StaffSettings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/staff.db", triage_url=triage_url,
+            notifier_url=notifier_url, api_token=API_TOKEN, refresh_seconds=1)  # type: ignore[arg-type]
+        app = build(settings, clock=stack.clock)
+        await migrate(app.engine)
+        now = stack.clock.now()
+        for email, name, role, schools in (
+                ("officer@millbrook.example", "R Baish", Role.ATTENDANCE_OFFICER, ["123456"]),
+                ("dsl@millbrook.example", "D Lead", Role.DSL, ["123456"]),
+                (SOCIAL_WORKER["email"], SOCIAL_WORKER["name"], Role.SOCIAL_WORKER, None)):
+            await app.accounts.create(email=email, name=name, role=role, password=PASSWORD,
+                                      schools=schools, now=now)
+        async with served(create_app(app)) as url:
+            yield Staff(url, app, stack)
+        await app.engine.dispose()
+
+
+async def sign_in(page: Page, staff: Staff, email: str, next: str = "") -> None:
+    await page.goto(f"{staff.url}/login" + (f"?next={next}" if next else ""))
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_load_state()
+
+
+MORNING_SCHOOL = school([
+    pupil("P1", "Sally", "Smith", contacts=[contact(1, phone="+447700900001", email=None)]),
+    pupil("P2", "Tom", "Jones", contacts=[contact(1, phone="+447700900002", email=None)],
+          social_worker=SOCIAL_WORKER),
+    pupil("P3", "Ada", "Brown", contacts=[contact(1, phone="+447700900003", email=None)]),
+    pupil("P4", "Noor", "Khan", contacts=[contact(1, phone="+447700900004", email=None)]),
+], policy={"first_day_contact": {"not_before": "07:00"}})
+
+
+async def _morning(stack: Stack) -> None:
+    """Registers taken at 07:20 (a breakfast club); the first-day texts are handed over at
+    07:30 and held by quiet hours until 08:00."""
+    stack.at(7, 20)
+    assert (await stack.put_school(MORNING_SCHOOL)).status_code == 200
+    recorded = dt.datetime.combine(MONDAY, dt.time(7, 20), tzinfo=LONDON)
+    await stack.publish(mark("P1", "N", recorded=recorded), mark("P2", "N", recorded=recorded),
+                        mark("P3", "/", recorded=recorded))
+    await stack.processed()
+    stack.at(7, 30)
+    await stack.run_due()
+    await stack.handed_over()
+
+
+async def test_officer_records_illness_and_the_held_text_never_goes(
+        stack: Stack, chromium: Browser, tmp_path: object) -> None:
+    await _morning(stack)
+    async with staff_app(stack, tmp_path) as staff, desktop_context(chromium) as context:
+        page = await context.new_page()
+        await sign_in(page, staff, "officer@millbrook.example")
+        assert page.url.endswith("/schools/123456/today")
+        rows = page.locator("#today-rows tbody tr")
+        await expect(rows).to_have_count(3)  # P1, P2 unexplained; P4 has no mark (after 07:00)
+        sally = page.locator("tr[data-pupil='P1']")
+        await expect(sally.locator(".state")).to_have_text("Held until 08:00")
+        await expect(page.locator("tr[data-pupil='P4']")).to_contain_text("No mark")
+        await assert_accessible(page, "Today")
+        await screenshot(page, "today-desktop")
+
+        await sally.get_by_role("link", name=re.compile("Record what happened")).click()
+        await assert_accessible(page, "Record what happened")
+        await screenshot(page, "record-desktop")
+        await page.get_by_label("Illness").check()
+        await page.get_by_label("Office comment").fill("mum phoned at 07:40")
+        await page.get_by_role("button", name="Record the reason").click()
+        await expect(page.get_by_role("status").first).to_contain_text("Recorded")
+
+        await stack.processed()
+        await stack.handed_over()
+        stack.at(8, 0)
+        await stack.dispatch_due()
+        await stack.sent(1)
+        sent_to = [m["to"] for m in stack.twilio.messages]
+        assert sent_to == ["+447700900002"], "Sally's held text was cancelled; Tom's went"
+        await page.reload()
+        await expect(page.locator("tr[data-pupil='P1']")).to_have_count(0)
+
+    history = (await stack.triage_api.get("/api/v1/pupils/P1/timeline",
+                                          params={"school_urn": "123456"})).json()
+    recoded = [m for m in history["mark_history"] if m["code"] == "I"]
+    assert recoded and recoded[0]["source"] == "staff:u1"
+
+
+async def test_a_reply_appears_on_today_without_a_reload(
+        stack: Stack, chromium: Browser, tmp_path: object) -> None:
+    await _morning(stack)
+    stack.at(8, 0)
+    await stack.dispatch_due()
+    await stack.sent(2)
+    async with staff_app(stack, tmp_path) as staff, phone_context(chromium) as context:
+        page = await context.new_page()
+        await sign_in(page, staff, "officer@millbrook.example")
+        tom = page.locator("tr[data-pupil='P2']")
+        await expect(tom.locator(".state")).to_have_text("Sent")
+        await screenshot(page, "today-phone")
+        assert (await stack.inbound_sms("+447700900002", "He has a temperature, sorry")
+                ).status_code == 200
+        # No reload: htmx asks for fresh rows every second in this test.
+        await expect(tom.locator(".reply")).to_contain_text("He has a temperature",
+                                                            timeout=10_000)
+        await expect(tom.locator(".state")).to_have_text("Parent replied")
+        await assert_accessible(page, "Today on a phone")
+
+
+async def test_a_social_worker_sees_their_pupil_and_no_other(
+        stack: Stack, chromium: Browser, tmp_path: object) -> None:
+    await _morning(stack)
+    async with staff_app(stack, tmp_path) as staff, desktop_context(chromium) as context:
+        page = await context.new_page()
+        await sign_in(page, staff, SOCIAL_WORKER["email"],
+                      next="/pupils/123456/P2%3Fdate%3D2026-11-23")
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Tom Jones")
+        await assert_accessible(page, "Pupil page (social worker)")
+        await screenshot(page, "pupil-desktop")
+        for path in ("/schools/123456/pupils/P1", "/schools/123456/today",
+                     "/schools/123456/pupils/P9", "/lists"):
+            response = await page.goto(staff.url + path)
+            assert response is not None and response.status == 404, path
+        await assert_accessible(page, "Not found")
+        await page.goto(f"{staff.url}/my-pupils")
+        await expect(page.get_by_role("link", name="Tom Jones")).to_be_visible()
+        await assert_accessible(page, "My pupils")
+
+        # The school's safeguarding lead sees who looked.
+        lead = await context.browser.new_context()  # type: ignore[union-attr]
+        lead_page = await lead.new_page()
+        await sign_in(lead_page, staff, "dsl@millbrook.example")
+        await lead_page.goto(f"{staff.url}/schools/123456/audit")
+        viewed = lead_page.locator("tbody tr").filter(has_text="Sam Worker")
+        await expect(viewed.first).to_contain_text("viewed")
+        await expect(viewed.first).to_contain_text("P2")
+        await assert_accessible(lead_page, "Who looked")
+        await lead.close()
+
+
+async def test_the_csv_export_matches_the_list_on_screen(
+        stack: Stack, chromium: Browser, tmp_path: object) -> None:
+    await _morning(stack)
+    async with staff_app(stack, tmp_path) as staff, desktop_context(chromium) as context:
+        page = await context.new_page()
+        await sign_in(page, staff, "officer@millbrook.example")
+        await page.goto(f"{staff.url}/lists?school=123456&list=below_90")
+        await assert_accessible(page, "Lists")
+        await screenshot(page, "lists-desktop")
+        shown = await page.locator("#list-table tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.pupil)")
+        assert shown == ["P1", "P2"]
+        async with page.expect_download() as download_info:
+            await page.get_by_role("link", name=re.compile("Download this list")).click()
+        download = await download_info.value
+        path = await download.path()
+        with open(path, newline="", encoding="utf-8") as handle:
+            exported = list(csv.DictReader(io.StringIO(handle.read())))
+        assert [row["pupil_id"] for row in exported] == shown
+        cells = await page.locator("#list-table tbody tr td[data-label='Attendance']").all_inner_texts()
+        assert [f"{float(row['attendance_percent']):.1f}%" for row in exported] == cells
+
+
+@pytest.mark.parametrize("path", ["/schools/123456/tasks", "/schools/123456/messages",
+                                  "/schools/123456/pupils/P1?date=2026-11-23"])
+async def test_every_other_page_is_accessible_on_desktop_and_phone(
+        stack: Stack, chromium: Browser, tmp_path: object, path: str) -> None:
+    await _morning(stack)
+    async with staff_app(stack, tmp_path) as staff:
+        for make, size in ((desktop_context, "desktop"), (phone_context, "phone")):
+            async with make(chromium) as context:
+                page = await context.new_page()
+                await sign_in(page, staff, "officer@millbrook.example")
+                response = await page.goto(staff.url + path)
+                assert response is not None and response.status == 200
+                await assert_accessible(page, f"{path} ({size})")
+                name = path.split("/")[3].split("?")[0]
+                await screenshot(page, f"{name}-{size}")
+        async with phone_context(chromium) as context:
+            page = await context.new_page()
+            await page.goto(f"{staff.url}/login")
+            await assert_accessible(page, "Sign in (phone)")
+            await screenshot(page, "login-phone")
