@@ -89,6 +89,32 @@ def test_unexplained_alert_when_due(rule: str, codes: dict[str, str], who: Pupil
     assert all(r.channels == ("email",) for r in outreach.professionals)
 
 
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize(("facts", "expected"), [
+    pytest.param(DueFacts(codes={"AM": "N", "PM": "N"}, family_contacts_requested=2,
+                          home_visit_planned=True),
+                 {"sessions": "AM and PM", "contact_attempts": 2, "home_visit_planned": 1},
+                 id="day 3: the earlier contacts counted, the visit planned"),
+    pytest.param(DueFacts(codes={"AM": "N", "PM": "/"}, family_contacts_requested=1),
+                 {"sessions": "AM", "contact_attempts": 1, "home_visit_planned": 0},
+                 id="day 1: the first-day contact going out with it, no visit yet"),
+])
+def test_unexplained_alert_carries_what_a_professional_needs(
+        rule: str, facts: DueFacts, expected: dict[str, object]) -> None:
+    """The sessions still N, the family contacts requested in the episode, whether a home visit
+    is planned, and whom at the school to ask: the attendance officer."""
+    outreach = RULES[rule].plan(due(rule, MONDAY), facts, school(), LOOKED_AFTER,
+                                at(MONDAY, 9, 30))
+    assert outreach.details == {**expected, "school_contact": "R Baish"}
+
+
+def test_an_alert_with_no_attendance_officer_names_no_school_contact() -> None:
+    outreach = social_worker_unexplained.plan(
+        due("social_worker_unexplained", MONDAY), DueFacts(codes={"AM": "N"}),
+        school(staff=[]), WITH_WORKER, at(MONDAY, 9, 30))
+    assert "school_contact" not in outreach.details
+
+
 REMOVAL = RemovalFacts(school_urn="123456", pupil_id="P1", removed_on=MONDAY,
                        ground="moved abroad", now=at(MONDAY, 10))
 

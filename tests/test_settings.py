@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from notifier.settings import NotifierSettings
-from pydantic import SecretStr, ValidationError
+from pydantic import AnyHttpUrl, SecretStr, ValidationError
 from staff.settings import StaffSettings
 from triage.settings import TriageSettings
 
@@ -67,6 +67,8 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
     ("SMTP_STARTTLS", "true", NotifierSettings, "smtp.starttls", True),
     ("SMTP_FROM", "office@school.example", NotifierSettings, "smtp.sender",
      "office@school.example"),
+    ("NOTIFIER_STAFF_URL", "https://staff.example/app", NotifierSettings, "staff_url",
+     AnyHttpUrl("https://staff.example/app")),
     ("OUTBOX_DIR", "/srv/outbox", NotifierSettings, "outbox_dir", Path("/srv/outbox")),
     ("TEMPLATES_DIR", "/srv/templates", NotifierSettings, "templates_dir",
      Path("/srv/templates")),
@@ -170,3 +172,9 @@ def test_a_short_contact_signing_key_is_refused(bare_environment: pytest.MonkeyP
     bare_environment.setenv(name, "k" * 31)
     with pytest.raises(ValidationError, match="at least 32"):
         TriageSettings()
+
+
+def test_the_staff_url_must_be_a_web_address(bare_environment: pytest.MonkeyPatch) -> None:
+    bare_environment.setenv("NOTIFIER_STAFF_URL", "staff.example")
+    with pytest.raises(ValidationError, match="staff_url"):
+        NotifierSettings()

@@ -19,6 +19,7 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 LANGUAGES = ("en", "cy")
 CHANNELS = ("sms", "voice", "email")
 SECRET_COMMENT = "Mum said hospital appointment"
+STAFF_URL = "https://staff.example"
 
 
 def _request(rule: str) -> ContactRequest:
@@ -32,7 +33,8 @@ def _request(rule: str) -> ContactRequest:
         details={"attendance_percent": 88.5, "absence_percent": 11.5, "possible_sessions": 52,
                  "visit_day": "2026-11-23", "sessions": "AM and PM", "recode_within_days": 5,
                  "about_rule": "first day contact", "contacts_tried": 0,
-                 "why": "no contact can be used"},
+                 "why": "no contact can be used", "contact_attempts": 1,
+                 "home_visit_planned": 1, "school_contact": "R Baish"},
         requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
     )
 
@@ -64,13 +66,14 @@ def test_every_rule_has_every_channel_and_language() -> None:
 @pytest.mark.parametrize("rule", FAMILY_RULES)
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_family_messages_carry_no_code_reason_or_comment(rule: str, language: str) -> None:
-    library = TemplateLibrary(TEMPLATES)
+    library = TemplateLibrary(TEMPLATES, STAFF_URL)
     for text in _parts(library, rule, "parent", language):
         if not text:
             continue
         assert "Sally" in text or "Millbrook" in text
         assert "Smithson" not in text, "family messages use first names only"
         assert "P0001" not in text
+        assert STAFF_URL not in text, "the staff app is for staff"
         assert SECRET_COMMENT not in text
         words = set(re.findall(r"[A-Za-z0-9#/\\]+", text))
         assert not words & set(CODE_CATEGORIES), (rule, language, words & set(CODE_CATEGORIES))
@@ -89,3 +92,18 @@ def test_professional_messages_name_the_pupil_in_full(rule: str, language: str) 
     texts = _parts(library, rule, role, language)
     assert any("Sally Smithson" in t for t in texts)
     assert all(SECRET_COMMENT not in t for t in texts)
+
+
+@pytest.mark.parametrize("rule", ["social_worker_unexplained", "looked_after_unexplained"])
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_unexplained_alert_emails_link_to_the_staff_app_only_when_it_is_set(
+        rule: str, language: str) -> None:
+    request, recipient = _request(rule), _recipient("social_worker", language)
+    linked = TemplateLibrary(TEMPLATES, STAFF_URL + "/").render_request(request, recipient,
+                                                                        "email")
+    for text in (linked.body, linked.html or ""):
+        for pupil_id in ("P0001", "P0002"):
+            assert f"{STAFF_URL}/pupils/123456/{pupil_id}?date=2026-11-23" in text
+    unlinked = TemplateLibrary(TEMPLATES).render_request(request, recipient, "email")
+    assert "http" not in unlinked.body + (unlinked.html or "")
+    assert "R Baish, +441235764822" in unlinked.body

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from broker_messages.contact import Channel, ContactRequest, PupilRef, Recipient, School
 from fastapi import APIRouter, HTTPException, Path, Query
 from jinja2 import TemplateError, TemplateNotFound
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from servicekit.keys import Principal
 from servicekit.web import Authenticated, ensure_school
 from sqlalchemy import exists, func, literal, select
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 api = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 
 SchoolUrn = Annotated[str | None, Query(pattern=r"^[0-9]{6,8}$")]
+PupilId = Annotated[str | None, Query(max_length=64)]
+# An aware timestamp: a list from then on (the staff app polls with the last one it saw).
+Since = Annotated[AwareDatetime | None, Query()]
 
 
 def _names_pupil(column: Any, pupil_id: str, dialect_name: str) -> Any:
@@ -54,14 +57,25 @@ def _of_callers_schools(query: Any, column: Any, caller: Principal,
 
 class Notification(BaseModel):
     id: str
+    request_id: str
     rule: str
     school_urn: str
     pupil_ids: list[str]
     recipient_role: str
     channel: Literal["sms", "voice", "email"]
     to: str
+    language: str
+    # The message as rendered for this recipient (subject: email only), for staff to read.
+    subject: str | None
+    body: str
     status: str
     provider_id: str | None
+    # The last provider error, in the provider's words.
+    error: str | None
+    # When it is (or was) to go: later than created_at when held for quiet hours.
+    due_at: dt.datetime
+    # When the provider accepted it.
+    sent_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
     # Why a row was cancelled ("cancelled: re-coded …"), or that a cancellation arrived while
@@ -74,17 +88,27 @@ async def list_notifications(
     engine: EngineDep,
     caller: NotificationsReader,
     school_urn: SchoolUrn = None,
-    pupil_id: Annotated[str | None, Query(max_length=64)] = None,
+    pupil_id: PupilId = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
+    request_id: Annotated[str | None, Query(max_length=200)] = None,
+    since: Since = None,
+    order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> Any:
-    """The log oldest first; filters and `limit` are applied by the database."""
+    """The log oldest first (`order=desc`: newest first); filters and `limit` are applied by
+    the database, so `limit` counts only matching rows."""
+    created, key = notifications.c.created_at, notifications.c.id
     query = _of_callers_schools(
-        select(notifications).order_by(notifications.c.created_at, notifications.c.id)
+        select(notifications)
+        .order_by(*((created.desc(), key.desc()) if order == "desc" else (created, key)))
         .limit(limit),
         notifications.c.school_urn, caller, school_urn)
     if rule:
         query = query.where(notifications.c.rule == rule)
+    if request_id:
+        query = query.where(notifications.c.request_id == request_id)
+    if since:
+        query = query.where(created >= since)
     if pupil_id:
         query = query.where(_names_pupil(notifications.c.pupil_ids, pupil_id,
                                          engine.dialect.name))
@@ -119,15 +143,22 @@ async def list_replies(
     engine: EngineDep,
     caller: RepliesReader,
     school_urn: SchoolUrn = None,
+    pupil_id: PupilId = None,
+    since: Since = None,
     matched: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> Any:
-    """Replies for staff, newest first; `matched=false` lists the ones from unknown numbers."""
+    """Replies for staff, newest first; `matched=false` lists the ones from unknown numbers.
+    Filters and `limit` are applied by the database."""
     query = _of_callers_schools(
         select(replies).order_by(replies.c.received_at.desc(), replies.c.id).limit(limit),
         replies.c.school_urn, caller, school_urn)
     if matched is not None:
         query = query.where(replies.c.matched == matched)
+    if pupil_id:
+        query = query.where(_names_pupil(replies.c.pupil_ids, pupil_id, engine.dialect.name))
+    if since:
+        query = query.where(replies.c.received_at >= since)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [Reply(from_=row.from_phone, **{k: v for k, v in row._mapping.items()
@@ -150,8 +181,11 @@ def _sample_request(rule: str) -> ContactRequest:
         school=School(urn="000000", name="Millbrook Primary School", phone="+441235764822"),
         date=dt.date(2026, 11, 23), episode_start=dt.date(2026, 11, 23),
         pupils=(PupilRef(pupil_id="P0001", given_name="Sally", family_name="Smith"),),
-        # What the rate rules put in `details` (triage/outreach.py), with sample figures.
-        details={"attendance_percent": 89.5, "absence_percent": 10.5, "possible_sessions": 124},
+        # What the rules put in `details` (their planners under triage/rules/), with sample
+        # figures: the rate rules' rates, the unexplained-absence alerts' facts.
+        details={"attendance_percent": 89.5, "absence_percent": 10.5, "possible_sessions": 124,
+                 "sessions": "AM", "contact_attempts": 1, "home_visit_planned": 0,
+                 "school_contact": "R Baish"},
         requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
     )
 

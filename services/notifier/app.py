@@ -110,7 +110,8 @@ class NotifierService:
         self.engine = make_engine(settings.database_url)
         # Keys read "ntk_…", so a key for one service is never tried on the other.
         self.keys = KeyStore(self.engine, api_keys, prefix="ntk")
-        self.templates = TemplateLibrary(settings.templates_dir)
+        self.templates = TemplateLibrary(
+            settings.templates_dir, str(settings.staff_url) if settings.staff_url else None)
         self.intake = Intake(self.engine, self.clock, self.templates, self.metrics)
         self.cancellations = Cancellations(self.engine, self.clock, self.metrics,
                                            self.templates)

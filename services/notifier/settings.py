@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AnyHttpUrl, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from servicekit.settings import SETTINGS_CONFIG, ServiceSettings
 
@@ -54,6 +54,8 @@ class NotifierSettings(ServiceSettings):
     public_base_url: str = Field("http://localhost:8002", validation_alias="PUBLIC_BASE_URL")
     templates_dir: Path = Field(_CHECKOUT_TEMPLATES, validation_alias="TEMPLATES_DIR")
     outbox_dir: Path = Field(Path("var/outbox"), validation_alias="OUTBOX_DIR")
+    # The staff web app's base URL: professional alerts link to the pupil there. Unset: no link.
+    staff_url: AnyHttpUrl | None = None
 
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

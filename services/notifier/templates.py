@@ -5,7 +5,8 @@ parent's text; HTML email templates are autoescaped, so a name can never inject 
 Family messages get only what docs/rules.md "Contacting people" allows: first name, date, school name and phone.
 A message that goes out later than the day it is about names the day, never "today": the
 context says whether it goes out on that day (`same_day`, from its due time in the school's
-time zone).
+time zone). Professionals' pupils carry `staff_link`, the pupil's page in the staff app (None
+when NOTIFIER_STAFF_URL is not set); a family message never links there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from broker_messages.contact import Channel, ContactRequest, Recipient
@@ -60,7 +62,8 @@ def _names(pupils: list[dict[str, str]]) -> str:
 
 
 class TemplateLibrary:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, staff_url: str | None = None) -> None:
+        """`staff_url`: the staff app's base URL, for links to a pupil in professional messages."""
         if not directory.is_dir():
             raise FileNotFoundError(f"templates directory {directory} does not exist")
         self._env = Environment(
@@ -75,6 +78,7 @@ class TemplateLibrary:
         self._env.filters["names"] = _names
         self._env.filters["day_and_date"] = _day_and_date
         self._env.filters["welsh_day_and_date"] = _welsh_day_and_date
+        self._staff_url = staff_url.rstrip("/") if staff_url else None
 
     def _template(self, rule: str, channel: str, part: str, language: str) -> Any:
         for lang in dict.fromkeys([language, FALLBACK_LANGUAGE]):
@@ -100,7 +104,7 @@ class TemplateLibrary:
     ) -> Rendered:
         """`due`: when the message is to go out (None: on the request's own day)."""
         return self.render(request.rule, channel, recipient.language,
-                           context_for(request, recipient, due))
+                           context_for(request, recipient, due, self._staff_url))
 
 
 def goes_out_on_the_day(request: ContactRequest, due: dt.datetime | None) -> bool:
@@ -110,14 +114,22 @@ def goes_out_on_the_day(request: ContactRequest, due: dt.datetime | None) -> boo
     return due.astimezone(ZoneInfo(request.delivery.timezone)).date() == request.date
 
 
+def staff_link(staff_url: str, request: ContactRequest, pupil_id: str) -> str:
+    """The pupil's page in the staff app, opened at the day the message is about."""
+    return (f"{staff_url}/pupils/{quote(request.school.urn, safe='')}/"
+            f"{quote(pupil_id, safe='')}?date={request.date.isoformat()}")
+
+
 def context_for(request: ContactRequest, recipient: Recipient,
-                due: dt.datetime | None = None) -> dict[str, Any]:
+                due: dt.datetime | None = None, staff_url: str | None = None) -> dict[str, Any]:
     """Only what a message may carry. Family recipients never see surnames of other children,
-    codes, reasons or comments: those are not even in the context."""
+    codes, reasons or comments, nor a staff link: those are not even in the context."""
     professional = recipient.role != "parent"
     pupils = [
-        {"given_name": p.given_name, **({"full_name": f"{p.given_name} {p.family_name}",
-                                         "pupil_id": p.pupil_id} if professional else {})}
+        {"given_name": p.given_name, **({
+            "full_name": f"{p.given_name} {p.family_name}", "pupil_id": p.pupil_id,
+            "staff_link": staff_link(staff_url, request, p.pupil_id) if staff_url else None,
+        } if professional else {})}
         for p in request.pupils
     ]
     return {

@@ -8,12 +8,15 @@ import datetime as dt
 from typing import Any
 
 from servicekit.clock import at_local_time
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage import counters, history
+from triage.decisions import ActionStatus
+from triage.models import scheduled_actions, tasks
 from triage.rates import Counts, school_year_start
-from triage.rules import rule_named
+from triage.rules import FAMILY_RULES, day3_home_visit, rule_named
 from triage.rules.episodes import episode_containing
 from triage.rules.rule import DueAction, DueFacts, Need, Outreach
 from triage.school_document import Pupil
@@ -36,18 +39,19 @@ async def plan(conn: AsyncConnection, due: DueAction, context: SchoolContext, pu
         return Outreach(cancel=f"no rule {due.rule!r} plans scheduled actions")
     if not on_roll and not rule.acts_off_roll:
         return Outreach(cancel="pupil is no longer on roll")
-    facts = await _load(conn, rule.needs, due, context)
+    facts = await _load(conn, rule.needs, due, context, now)
     return rule.plan(due, facts, context, pupil, now)
 
 
 async def _load(conn: AsyncConnection, needs: frozenset[Need], due: DueAction,
-                context: SchoolContext) -> DueFacts:
+                context: SchoolContext, now: dt.datetime) -> DueFacts:
     codes: dict[str, str] = {}
     pupil_marks: dict[dt.date, dict[str, str]] = {}
     episode = None
     replied = False
     year_counts: Counts | None = None
     term_counts: Counts | None = None
+    requested, visit_planned = 0, False
     if Need.DAY_CODES in needs:
         found = await history.marks_between(conn, context.urn, [due.pupil_id], due.date,
                                             due.date)
@@ -71,5 +75,43 @@ async def _load(conn: AsyncConnection, needs: frozenset[Need], due: DueAction,
         if term is not None:
             term_counts = await counters.term_counts(conn, context.urn, due.pupil_id,
                                                      term.start, due.date)
+    if Need.EPISODE_OUTREACH in needs:
+        start = episode.start if episode is not None else due.episode_start or due.date
+        requested = await _family_contacts_requested(conn, due, start, now)
+        visit_planned = await _home_visit_planned(conn, due, start)
     return DueFacts(codes=codes, marks=pupil_marks, episode=episode, replied=replied,
-                    year_counts=year_counts, term_counts=term_counts)
+                    year_counts=year_counts, term_counts=term_counts,
+                    family_contacts_requested=requested, home_visit_planned=visit_planned)
+
+
+def _of_pupil(table_columns: Any, due: DueAction) -> Any:
+    return (table_columns.school_urn == due.school_urn) & (table_columns.pupil_id == due.pupil_id)
+
+
+async def _family_contacts_requested(conn: AsyncConnection, due: DueAction,
+                                     episode_start: dt.date, now: dt.datetime) -> int:
+    """Family contact actions dated in the episode so far that were handed to the notifier, or
+    fall due in this same run (a first-day contact is due with the day's alerts), so an alert
+    counts the contact it goes out alongside."""
+    actions = scheduled_actions.c
+    count = await conn.scalar(
+        select(func.count()).select_from(scheduled_actions).where(
+            _of_pupil(actions, due), actions.rule.in_(FAMILY_RULES),
+            actions.date.between(episode_start, due.date),
+            or_(actions.status == ActionStatus.REQUESTED,
+                (actions.status == ActionStatus.PENDING) & (actions.due_at <= now))))
+    return int(count or 0)
+
+
+async def _home_visit_planned(conn: AsyncConnection, due: DueAction,
+                              episode_start: dt.date) -> bool:
+    """A day-3 visit waiting or requested for the episode, or its task still open."""
+    actions = scheduled_actions.c
+    visit = select(actions.id).where(
+        _of_pupil(actions, due), actions.rule == day3_home_visit.ID,
+        actions.episode_start == episode_start,
+        actions.status.in_([ActionStatus.PENDING, ActionStatus.REQUESTED]))
+    task = select(tasks.c.id).where(
+        _of_pupil(tasks.c, due), tasks.c.kind == day3_home_visit.HOME_VISIT,
+        tasks.c.episode_start == episode_start, tasks.c.status == "open")
+    return bool(await conn.scalar(select(or_(exists(visit), exists(task)))))

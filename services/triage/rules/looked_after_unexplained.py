@@ -8,8 +8,13 @@ import datetime as dt
 
 from triage.rules.decisions import Decision
 from triage.rules.recipients import authority_of, local_authority
-from triage.rules.rule import DayFacts, DueAction, DueFacts, Need, Outreach, Rule
-from triage.rules.social_worker_unexplained import unexplained_alert, unexplained_still_due
+from triage.rules.rule import DayFacts, DueAction, DueFacts, Outreach, Rule
+from triage.rules.social_worker_unexplained import (
+    ALERT_NEEDS,
+    alert_details,
+    unexplained_alert,
+    unexplained_still_due,
+)
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
@@ -29,8 +34,9 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
         return Outreach(cancel=reason)
     # The social worker hears through `social_worker_unexplained`.
     return Outreach(professionals=local_authority(school.urn, authority_of(school.document),
-                                                  "virtual_school"))
+                                                  "virtual_school"),
+                    details=alert_details(facts, school))
 
 
-RULE = Rule(id=ID, on_day=decide, plan=plan, needs=frozenset({Need.DAY_CODES}),
+RULE = Rule(id=ID, on_day=decide, plan=plan, needs=ALERT_NEEDS,
             recalled_after_request=True)

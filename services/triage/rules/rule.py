@@ -107,6 +107,9 @@ class Need(StrEnum):
     REPLY = "reply"  # whether a parent replied since the episode began
     YEAR_COUNTS = "year_counts"  # the counters for the school year of the action's date
     TERM_COUNTS = "term_counts"  # the counters from the start of the term to the action's date
+    # What triage has already set going for the action's episode (with EPISODE): family
+    # contacts requested, a home visit planned.
+    EPISODE_OUTREACH = "episode_outreach"
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,10 @@ class DueFacts:
     replied: bool = False
     year_counts: Counts | None = None
     term_counts: Counts | None = None  # None when the action's date is not in term
+    # EPISODE_OUTREACH: family contact actions of the episode requested or due by now, and
+    # whether a home visit is scheduled or open for it.
+    family_contacts_requested: int = 0
+    home_visit_planned: bool = False
 
 
 @dataclass(frozen=True)

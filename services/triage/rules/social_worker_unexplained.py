@@ -3,7 +3,8 @@ a social worker: "inform the pupil's social worker if there are any unexplained 
 
 One alert per school day (the first N session of the day), due once the registers have closed
 so a parent's 9 o'clock call to the office can still explain it. `looked_after_unexplained`
-decides and re-checks the same way (`unexplained_alert`, `unexplained_still_due`)."""
+decides and re-checks the same way (`unexplained_alert`, `unexplained_still_due`), and its
+alert carries the same `alert_details`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from triage.rules.decisions import Decision, Schedule, Suppress, Withdraw, key
 from triage.rules.marks import describe, is_stale, is_unexplained, registers_closed_at
 from triage.rules.recipients import social_worker
 from triage.rules.rule import DayFacts, DueAction, DueFacts, Need, Outreach, Rule
+from triage.rules.unexplained_not_recoded import sessions_still_unexplained
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
@@ -43,6 +45,25 @@ def unexplained_still_due(facts: DueFacts) -> str | None:
     return None
 
 
+def alert_details(facts: DueFacts, school: SchoolContext) -> dict[str, str | int | float]:
+    """What the professional needs to act without ringing round first: the sessions still N,
+    how many family contacts triage has requested in the episode, whether a home visit is
+    planned, and whom at the school to call (the attendance officer, on the school's phone)."""
+    details: dict[str, str | int | float] = {
+        "sessions": " and ".join(sessions_still_unexplained(facts.codes)),
+        "contact_attempts": facts.family_contacts_requested,
+        "home_visit_planned": int(facts.home_visit_planned),
+    }
+    officers = school.staff_recipients("attendance_officer")
+    if officers:
+        details["school_contact"] = officers[0].name
+    return details
+
+
+# The day's codes to re-check; the episode and what was set going in it for `alert_details`.
+ALERT_NEEDS = frozenset({Need.DAY_CODES, Need.EPISODE, Need.EPISODE_OUTREACH})
+
+
 def decide(facts: DayFacts) -> Decision | None:
     if facts.pupil.social_worker is None:
         return None
@@ -54,9 +75,9 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     reason = unexplained_still_due(facts)
     if reason:
         return Outreach(cancel=reason)
-    return Outreach(professionals=social_worker(pupil))
+    return Outreach(professionals=social_worker(pupil), details=alert_details(facts, school))
 
 
 # docs/rules.md "Amendments": re-coding the N recalls the alert even once handed over.
-RULE = Rule(id=ID, on_day=decide, plan=plan, needs=frozenset({Need.DAY_CODES}),
+RULE = Rule(id=ID, on_day=decide, plan=plan, needs=ALERT_NEEDS,
             recalled_after_request=True)
