@@ -19,6 +19,8 @@ if [ -z "${CONTACT_SIGNING_KEY:-}" ]; then
   CONTACT_SIGNING_KEY=$(cat var/contact-signing-key)
 fi
 export API_TOKEN CONTACT_SIGNING_KEY
+# Social workers' alert emails link to the pupil on the staff web app.
+export NOTIFIER_STAFF_URL="${NOTIFIER_STAFF_URL:-http://127.0.0.1:${STAFF_PORT:-8003}}"
 
 # Sign-ins for the demo school's staff web app, made once; one password for the three demo
 # accounts, kept in var/ (docs/staff.md "Trying it").
