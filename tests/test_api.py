@@ -60,6 +60,8 @@ def _sample_bodies() -> dict[tuple[str, str], Any]:
         ("PUT", "/api/v1/schools/{urn}"): school([pupil("P1"), pupil("P2", "Tom")]),
         ("POST", "/api/v1/events"): [mark("P1", "N")],
         ("POST", "/api/v1/tasks/{task_id}/complete"): {"outcome": "visited"},
+        ("POST", "/api/v1/tasks/{task_id}/assign"): {"assignee": "u1"},
+        ("POST", "/api/v1/pupils/{pupil_id}/contact-made"): {"by": "u1"},
     }
 
 

@@ -194,6 +194,10 @@ def _events_refused(response: httpx.Response) -> None:
     assert [p["type"] for p in response.json()["detail"]] == ["forbidden"]
 
 
+def _no_rows(response: httpx.Response) -> None:
+    assert response.status_code == 200 and response.json()["rows"] == [], response.text
+
+
 def _school_free(response: httpx.Response) -> None:
     """A template preview renders sample data, no school's."""
     assert response.status_code == 200, response.text
@@ -212,8 +216,20 @@ def _tenancy_calls(task_id: int) -> dict[tuple[str, str, str], list[Call]]:
         ("triage", "GET", "/api/v1/tasks"): [({"school_urn": SCHOOL_A}, None, _refused)],
         ("triage", "POST", "/api/v1/tasks/{task_id}/complete"): [
             ({}, {"outcome": "visited"}, _refused)],
+        ("triage", "POST", "/api/v1/tasks/{task_id}/assign"): [
+            ({}, {"assignee": "u1"}, _refused)],
         ("triage", "GET", "/api/v1/pupils/{pupil_id}/timeline"): [
             ({"school_urn": SCHOOL_A}, None, _refused)],
+        ("triage", "GET", "/api/v1/pupils/{pupil_id}"): [
+            ({"school_urn": SCHOOL_A}, None, _refused)],
+        ("triage", "GET", "/api/v1/pupils"): [
+            ({"social_worker_email": "attendance@la.example"}, None, _empty)],
+        ("triage", "POST", "/api/v1/pupils/{pupil_id}/contact-made"): [
+            ({"school_urn": SCHOOL_A}, {"by": "u1"}, _refused)],
+        ("triage", "GET", "/api/v1/schools/{urn}/absences"): [({}, None, _refused)],
+        ("triage", "GET", "/api/v1/attendance"): [
+            ({}, None, _no_rows), ({"school_urn": SCHOOL_A}, None, _refused),
+            ({"list": "penalty_notice"}, None, _no_rows)],
         ("triage", "POST", "/api/v1/keys"): [({}, {"name": "x", "scopes": ["tasks:read"]},
                                               _refused)],
         ("triage", "GET", "/api/v1/keys"): [({}, None, _refused)],

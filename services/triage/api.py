@@ -9,12 +9,15 @@ from typing import Annotated, Any, Literal
 from broker_messages.events import EVENT_ADAPTER, RegisterMark, routing_key
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from servicekit.broker import persistent_message
+from servicekit.keys import Principal
 from servicekit.requests import read_json, validation_problems
 from servicekit.web import Authenticated, ensure_school
-from sqlalchemy import select, update
+from sqlalchemy import Row, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from triage import tasks as task_store
 from triage.deps import (
     ClockDep,
     EngineDep,
@@ -25,7 +28,7 @@ from triage.deps import (
     TasksReader,
     TasksWriter,
 )
-from triage.models import tasks
+from triage.models import pupils, tasks
 from triage.school_document import (
     SchoolDocument,
     duplicate_pupil_problems,
@@ -127,13 +130,45 @@ class Task(BaseModel):
     kind: str
     school_urn: str
     pupil_id: str
+    given_name: str | None
+    family_name: str | None
     episode_start: dt.date
     status: str
+    assignee: str | None
+    detail: str | None
+    due_at: dt.datetime | None
+    outcome: str | None
     created_at: dt.datetime
+    updated_at: dt.datetime
 
 
 class TaskOutcome(BaseModel):
-    outcome: str = Field(min_length=1, max_length=2000)
+    """The old body (`outcome` only) still works; `result` alone is enough too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    result: task_store.Result | None = None
+
+    @model_validator(mode="after")
+    def _something_said(self) -> TaskOutcome:
+        if self.outcome is None and self.result is None:
+            raise ValueError("give an outcome, a result or both")
+        return self
+
+
+class TaskAssignment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assignee: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# Task rows with the pupil's names (one join, for the staff lists).
+_TASKS = select(
+    tasks, pupils.c.record["given_name"].as_string().label("given_name"),
+    pupils.c.record["family_name"].as_string().label("family_name"),
+).select_from(tasks.outerjoin(pupils, (pupils.c.school_urn == tasks.c.school_urn)
+                              & (pupils.c.pupil_id == tasks.c.pupil_id)))
 
 
 @router.get("/tasks", response_model=list[Task])
@@ -142,30 +177,50 @@ async def list_tasks(
     caller: TasksReader,
     school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
     status: Literal["open", "done", "cancelled"] | None = None,
+    kind: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,32}$")] | None = None,
 ) -> Any:
     ensure_school(caller, school_urn)
-    query = select(tasks).where(tasks.c.school_urn == school_urn).order_by(tasks.c.id)
+    query = _TASKS.where(tasks.c.school_urn == school_urn).order_by(tasks.c.id)
     if status:
         query = query.where(tasks.c.status == status)
+    if kind:
+        query = query.where(tasks.c.kind == kind)
     async with engine.connect() as conn:
         return [dict(row._mapping) for row in await conn.execute(query)]
 
 
+async def _task_of_caller(conn: AsyncConnection, task_id: int, caller: Principal) -> Row[Any]:
+    row = (await conn.execute(_TASKS.where(tasks.c.id == task_id))).first()
+    # Another school's task is answered as one that does not exist: its id says nothing.
+    if row is None or not caller.serves(row.school_urn):
+        raise HTTPException(404, "no such task")
+    if row.status != "open":
+        raise HTTPException(409, f"task is already {row.status}")
+    return row
+
+
+TaskId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
 @router.post("/tasks/{task_id}/complete", response_model=Task)
-async def complete_task(
-    task_id: Annotated[int, Path(ge=1, le=2**31 - 1)], outcome: TaskOutcome,
-    engine: EngineDep, clock: ClockDep, caller: TasksWriter,
-) -> Any:
+async def complete_task(task_id: TaskId, body: TaskOutcome, engine: EngineDep, clock: ClockDep,
+                        caller: TasksWriter) -> Any:
+    """Close an open task; `result: "concern"` also opens a `dsl_escalation` task."""
     async with engine.begin() as conn:
-        row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
-        # Another school's task is answered as one that does not exist: its id says nothing.
-        if row is None or not caller.serves(row.school_urn):
-            raise HTTPException(404, "no such task")
-        if row.status != "open":
-            raise HTTPException(409, f"task is already {row.status}")
-        await conn.execute(
-            update(tasks).where(tasks.c.id == task_id)
-            .values(status="done", outcome=outcome.outcome, updated_at=clock.now())
-        )
-        row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one()
+        row = await _task_of_caller(conn, task_id, caller)
+        if not await task_store.complete(conn, row, body.outcome, body.result, clock.now()):
+            raise HTTPException(409, "task is no longer open")
+        row = (await conn.execute(_TASKS.where(tasks.c.id == task_id))).one()
+    return dict(row._mapping)
+
+
+@router.post("/tasks/{task_id}/assign", response_model=Task)
+async def assign_task(task_id: TaskId, body: TaskAssignment, engine: EngineDep, clock: ClockDep,
+                      caller: TasksWriter) -> Any:
+    """Give an open task to a member of staff (a staff reference, e.g. the web app's user)."""
+    async with engine.begin() as conn:
+        await _task_of_caller(conn, task_id, caller)
+        if not await task_store.assign(conn, task_id, body.assignee, clock.now()):
+            raise HTTPException(409, "task is no longer open")
+        row = (await conn.execute(_TASKS.where(tasks.c.id == task_id))).one()
     return dict(row._mapping)

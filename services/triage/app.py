@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from triage import deps
 from triage.api import router
+from triage.attendance_lists import router as attendance_router
 from triage.housekeeping import triage_purges
 from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
@@ -39,7 +40,9 @@ from triage.replies import ReplyRecorder
 from triage.scheduler import Scheduler
 from triage.schools import SchoolContextCache
 from triage.settings import TriageSettings
+from triage.staff_api import router as staff_router
 from triage.timeline import router as timeline_router
+from triage.today import router as today_router
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,9 @@ def create_app(service: TriageService) -> FastAPI:
     install_keys(app, service.settings.api_token, service.keys, service.clock)
     app.include_router(router)
     app.include_router(timeline_router)
+    app.include_router(today_router)
+    app.include_router(attendance_router)
+    app.include_router(staff_router)
     app.include_router(keys_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
     return app

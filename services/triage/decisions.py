@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -213,11 +213,37 @@ async def _withdraw_all(conn: AsyncConnection,
 async def cancel_pending(
     conn: AsyncConnection, school_urn: str, pupil_ids: list[str], rules: Iterable[str],
     reason: str, now: dt.datetime, inputs: Mapping[str, Any] | None = None,
-) -> int:
-    """Cancel these pupils' pending actions of `rules`, recording why; returns how many."""
+) -> list[str]:
+    """Cancel these pupils' pending actions of `rules`, recording why; returns their keys."""
     return await _cancel_pending(
         conn, reason, now, inputs or {}, scheduled_actions.c.school_urn == school_urn,
         scheduled_actions.c.pupil_id.in_(pupil_ids), scheduled_actions.c.rule.in_(list(rules)))
+
+
+async def recall_requested(
+    conn: AsyncConnection, school_urn: str, pupil_id: str, rules: Iterable[str], reason: str,
+    now: dt.datetime, still_current: Callable[[dt.date], bool],
+    inputs: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Take back the pupil's actions of `rules` already handed to the notifier, for dates
+    `still_current` keeps, as an amendment does (`_withdraw`: cancelled here, `contact.cancel`
+    in the outbox in the same transaction). Only rules recalled after a request
+    (`RECALLED_AFTER_REQUEST`) can be; returns the keys cancelled."""
+    rows = (await conn.execute(
+        select(scheduled_actions.c.dedup_key, scheduled_actions.c.rule, scheduled_actions.c.date)
+        .where(scheduled_actions.c.school_urn == school_urn,
+               scheduled_actions.c.pupil_id == pupil_id,
+               scheduled_actions.c.status == ActionStatus.REQUESTED,
+               scheduled_actions.c.rule.in_(sorted(set(rules) & set(RECALLED_AFTER_REQUEST))))
+        .order_by(scheduled_actions.c.id))).all()
+    recalled = []
+    for dedup_key, rule, day in rows:
+        if not still_current(day):
+            continue
+        if await _withdraw(conn, Withdraw(rule, dedup_key, reason, dict(inputs or {})),
+                           school_urn, pupil_id, now):
+            recalled.append(dedup_key)
+    return recalled
 
 
 async def cancel_pending_for_pupil(
@@ -229,7 +255,7 @@ async def cancel_pending_for_pupil(
 
 
 async def _cancel_pending(conn: AsyncConnection, reason: str, now: dt.datetime,
-                          inputs: Mapping[str, Any], *where: ColumnElement[bool]) -> int:
+                          inputs: Mapping[str, Any], *where: ColumnElement[bool]) -> list[str]:
     rows = await conn.execute(
         update(scheduled_actions)
         .where(*where, scheduled_actions.c.status == ActionStatus.PENDING)
@@ -242,7 +268,7 @@ async def _cancel_pending(conn: AsyncConnection, reason: str, now: dt.datetime,
         await record(conn, rule=rule, school_urn=school_urn, pupil_id=pupil_id,
                      dedup_key=dedup_key, outcome=Outcome.CANCELLED, reason=reason,
                      inputs=inputs, now=now)
-    return len(cancelled)
+    return [row.dedup_key for row in cancelled]
 
 
 async def settle(conn: AsyncConnection, action: Row[Any], status: ActionStatus, reason: str,

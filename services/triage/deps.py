@@ -16,6 +16,7 @@ from servicekit.web import requires
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from triage.ingest import Ingestor
+from triage.schools import SchoolContextCache
 
 
 class TriageParts(Protocol):
@@ -27,6 +28,9 @@ class TriageParts(Protocol):
 
     @property
     def ingestor(self) -> Ingestor: ...
+
+    @property
+    def schools(self) -> SchoolContextCache: ...
 
     @property
     def events_exchange(self) -> AbstractExchange | None:
@@ -57,7 +61,12 @@ def _ingestor(service: ServiceDep) -> Ingestor:
     return service.ingestor
 
 
+def _schools(service: ServiceDep) -> SchoolContextCache:
+    return service.schools
+
+
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+SchoolsDep = Annotated[SchoolContextCache, Depends(_schools)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
 

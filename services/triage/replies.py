@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 
 from broker_messages.contact import FamilyUnreachable, NotifierEvent, ReplyReceived
 from pydantic import TypeAdapter
@@ -43,25 +44,37 @@ class ReplyRecorder:
                     continue
                 if not reply.pupil_ids:
                     continue
-                stored = await conn.execute(
-                    dialect_insert(conn.engine)(replies).values([
-                        {"reply_id": reply.reply_id, "pupil_id": pupil_id,
-                         "school_urn": reply.school_urn, "contact_ref": reply.contact_ref,
-                         "received_at": reply.received_at}
-                        for pupil_id in dict.fromkeys(reply.pupil_ids)
-                    ]).on_conflict_do_nothing().returning(replies.c.pupil_id)
-                )
-                fresh = list(stored.scalars())
-                if not fresh:
-                    continue  # redelivered
-                await decision_store.cancel_pending(
-                    conn, reply.school_urn, fresh, STOPPED_BY_A_REPLY,
-                    "a parent replied: stop chasing this episode", now,
-                    inputs={"reply_id": reply.reply_id, "contact_ref": reply.contact_ref},
-                )
-                log.info("triage.reply.recorded reply_id=%s pupils=%d", reply.reply_id,
-                         len(fresh))
+                recorded = await record_reply(
+                    conn, reply.school_urn, reply.pupil_ids, reply_id=reply.reply_id,
+                    contact_ref=reply.contact_ref, received_at=reply.received_at,
+                    reason="a parent replied: stop chasing this episode", now=now)
+                if recorded is not None:
+                    log.info("triage.reply.recorded reply_id=%s pupils=%d", reply.reply_id,
+                             len(recorded[0]))
         return [None] * len(received)
+
+
+async def record_reply(conn: AsyncConnection, school_urn: str, pupil_ids: Iterable[str], *,
+                       reply_id: str, contact_ref: str, received_at: dt.datetime, reason: str,
+                       now: dt.datetime) -> tuple[list[str], list[str]] | None:
+    """Keep the reply against each pupil and stop chasing them: their pending actions of the
+    rules a reply stops are cancelled with `reason`. Also how staff record that they spoke to
+    the family (`triage.staff_api`). Returns the pupils it was new for and the keys of the
+    actions cancelled, or None when it was not new for any (redelivered)."""
+    stored = await conn.execute(
+        dialect_insert(conn.engine)(replies).values([
+            {"reply_id": reply_id, "pupil_id": pupil_id, "school_urn": school_urn,
+             "contact_ref": contact_ref, "received_at": received_at}
+            for pupil_id in dict.fromkeys(pupil_ids)
+        ]).on_conflict_do_nothing().returning(replies.c.pupil_id)
+    )
+    fresh = list(stored.scalars())
+    if not fresh:
+        return None
+    cancelled = await decision_store.cancel_pending(
+        conn, school_urn, fresh, STOPPED_BY_A_REPLY, reason, now,
+        inputs={"reply_id": reply_id, "contact_ref": contact_ref})
+    return fresh, cancelled
 
 
 async def _family_unreachable(conn: AsyncConnection, event: FamilyUnreachable,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from triage.calendar import SchoolCalendar
 from triage.policy import Policy
@@ -31,16 +33,25 @@ def window_from(day: dt.date, calendar: SchoolCalendar, policy: Policy) -> dt.da
     return weeks[max(index - policy.penalty_notice.weeks + 1, 0)] if weeks else day
 
 
-def decide(facts: RateFacts, state: RuleState) -> tuple[RuleState, Decision | None]:
-    """The decision for the first window that reaches the threshold, and the state that
-    remembers it (`covered_until`: the window's last day)."""
-    if not facts.unauthorised_sessions:
-        return state, None
-    calendar, rule_policy = facts.calendar, facts.policy.penalty_notice
+@dataclass(frozen=True)
+class Window:
+    """The first window of school weeks that holds enough unauthorised sessions."""
+
+    start: dt.date
+    end: dt.date
+    inside: list[dt.date]  # the sessions in it, one entry per session, in date order
+
+
+def first_window(sessions: Iterable[dt.date], covered_until: dt.date | None,
+                 calendar: SchoolCalendar, policy: Policy) -> Window | None:
+    """The rule's test: the first window of `penalty_notice.weeks` school weeks holding at
+    least `penalty_notice.sessions` of `sessions` after `covered_until` (the staff lists ask
+    it too, with nothing covered)."""
+    rule_policy = policy.penalty_notice
     weeks = calendar.school_weeks()
     indexed: list[tuple[int, dt.date]] = []
-    for day in sorted(facts.unauthorised_sessions):
-        if state.covered_until is not None and day <= state.covered_until:
+    for day in sorted(sessions):
+        if covered_until is not None and day <= covered_until:
             continue
         week = calendar.school_week_of(day)
         index = bisect.bisect_left(weeks, week)
@@ -53,23 +64,35 @@ def decide(facts: RateFacts, state: RuleState) -> tuple[RuleState, Decision | No
         if len(inside) < rule_policy.sessions:
             continue
         last_week = weeks[min(start + rule_policy.weeks - 1, len(weeks) - 1)]
-        window_end = last_week + dt.timedelta(days=6)
-        window_start = weeks[start]
-        dedup = key(ID, facts.school_urn, facts.pupil.id, window_start)  # pupil + window start
-        reached_on = inside[rule_policy.sessions - 1]
-        inputs = {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
-                  "sessions": len(inside), "weeks": rule_policy.weeks,
-                  "first": inside[0].isoformat(), "reached_on": reached_on.isoformat()}
-        after = RuleState(state.armed, state.crossings + 1, window_end)
-        if is_stale(reached_on, facts.now, calendar, facts.policy, facts.tz):
-            return after, Suppress(ID, dedup, "stale marks: the threshold was reached long ago",
-                                   inputs)
-        return after, Schedule(
-            ID, dedup, facts.now,
-            f"{len(inside)} unauthorised sessions within {rule_policy.weeks} school weeks: "
-            "the school must consider a penalty notice", inputs,
-        )
-    return state, None
+        return Window(weeks[start], last_week + dt.timedelta(days=6), inside)
+    return None
+
+
+def decide(facts: RateFacts, state: RuleState) -> tuple[RuleState, Decision | None]:
+    """The decision for the first window that reaches the threshold, and the state that
+    remembers it (`covered_until`: the window's last day)."""
+    if not facts.unauthorised_sessions:
+        return state, None
+    rule_policy = facts.policy.penalty_notice
+    window = first_window(facts.unauthorised_sessions, state.covered_until, facts.calendar,
+                          facts.policy)
+    if window is None:
+        return state, None
+    inside = window.inside
+    dedup = key(ID, facts.school_urn, facts.pupil.id, window.start)  # pupil + window start
+    reached_on = inside[rule_policy.sessions - 1]
+    inputs = {"window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
+              "sessions": len(inside), "weeks": rule_policy.weeks,
+              "first": inside[0].isoformat(), "reached_on": reached_on.isoformat()}
+    after = RuleState(state.armed, state.crossings + 1, window.end)
+    if is_stale(reached_on, facts.now, facts.calendar, facts.policy, facts.tz):
+        return after, Suppress(ID, dedup, "stale marks: the threshold was reached long ago",
+                               inputs)
+    return after, Schedule(
+        ID, dedup, facts.now,
+        f"{len(inside)} unauthorised sessions within {rule_policy.weeks} school weeks: "
+        "the school must consider a penalty notice", inputs,
+    )
 
 
 def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,

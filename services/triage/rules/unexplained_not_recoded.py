@@ -51,6 +51,15 @@ def days_to_check(now: dt.datetime, calendar: SchoolCalendar, policy: Policy,
     return calendar.school_days_back(newest, policy.max_action_age_days), newest
 
 
+def overdue(day: dt.date, now: dt.datetime, calendar: SchoolCalendar, policy: Policy,
+            tz: ZoneInfo) -> bool:
+    """Whether an `N` on school day `day`, still standing, is past its limit by `now`: the
+    check `days_to_check` makes for it has come (registers have closed on the school day
+    `recode_within_days` school days later). The staff lists count these."""
+    check_day = calendar.nth_school_day(day, policy.recode_within_days + 1)
+    return check_day is not None and now >= registers_closed_at(check_day, policy, tz)
+
+
 def decide(school_urn: str, pupil_id: str, day: dt.date, session: str, policy: Policy,
            now: dt.datetime) -> Schedule:
     """`session`: the day's first session still `N`."""
