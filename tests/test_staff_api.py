@@ -29,7 +29,7 @@ async def _key(stack: Stack, scopes: list[str], schools: list[str]) -> dict[str,
 
 def _problems(response: httpx.Response) -> set[str]:
     assert response.status_code == 422, response.text
-    return {str(p["loc"][-1]) for p in response.json()["detail"]}
+    return {str(p["loc"][1] if len(p["loc"]) > 1 else p["loc"][-1]) for p in response.json()["detail"]}
 
 
 def _roster(**document: Any) -> dict[str, Any]:

@@ -52,14 +52,17 @@ class School:
 @router.get("/attendance")
 async def attendance(
     engine: EngineDep, clock: ClockDep, cache: SchoolsDep, caller: TimelineReader,
-    school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")] | None = None,
+    school_urn: Annotated[list[Annotated[str, Query(pattern=r"^[0-9]{6,8}$")]] | None,
+                          Query(max_length=1000)] = None,
     wanted: Annotated[ListName, Query(alias="list")] = "all",
     year_group: Annotated[int, Query(ge=-2, le=14)] | None = None,
     limit: Annotated[int, Query(ge=1, le=50_000)] = 5000,
 ) -> dict[str, Any]:
-    """Pupils on roll, lowest attendance first; `list` filters before `limit` cuts."""
-    if school_urn:
-        ensure_school(caller, school_urn)
+    """Pupils on roll, lowest attendance first; `list` filters before `limit` cuts.
+    `school_urn` may be repeated (a local authority's schools); none: every school the key
+    serves."""
+    for urn in school_urn or ():
+        ensure_school(caller, urn)
     now = clock.now()
     async with engine.connect() as conn:
         urns = await _schools_of(conn, caller, school_urn)
@@ -103,10 +106,10 @@ def _school(context: SchoolContext, now: dt.datetime) -> School:
 
 
 async def _schools_of(conn: AsyncConnection, caller: Principal,
-                      school_urn: str | None) -> list[str]:
-    """The one school asked for, or every school the key serves (that triage knows)."""
+                      school_urn: list[str] | None) -> list[str]:
+    """The schools asked for, or every school the key serves (that triage knows)."""
     if school_urn:
-        return [school_urn]
+        return sorted(set(school_urn))
     if caller.schools is not None:
         return sorted(caller.schools)
     return sorted((await conn.execute(select(schools.c.urn))).scalars())
