@@ -18,6 +18,14 @@ if [ -z "${CONTACT_SIGNING_KEY:-}" ]; then
   [ -s var/contact-signing-key ] || (umask 077; .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(32))" > var/contact-signing-key)
   CONTACT_SIGNING_KEY=$(cat var/contact-signing-key)
 fi
+# A local Twilio auth token lets `make demo` sign a parent's reply to /twilio/inbound the way
+# Twilio would. Without an account SID the notifier still writes texts to the outbox
+# (notifier/app.py build_providers): nothing is sent to Twilio. A configured account is left alone.
+if [ -z "${TWILIO_ACCOUNT_SID:-}" ] && [ -z "${TWILIO_AUTH_TOKEN:-}" ]; then
+  [ -s var/twilio-auth-token ] || .venv/bin/python -c "import secrets; print(secrets.token_hex(16))" > var/twilio-auth-token
+  TWILIO_AUTH_TOKEN=$(cat var/twilio-auth-token)
+  export TWILIO_AUTH_TOKEN
+fi
 export API_TOKEN CONTACT_SIGNING_KEY
 # Social workers' alert emails link to the pupil on the staff web app.
 export NOTIFIER_STAFF_URL="${NOTIFIER_STAFF_URL:-http://127.0.0.1:${STAFF_PORT:-8003}}"
@@ -59,7 +67,8 @@ cat <<MSG
   API token:     $API_TOKEN   (Authorization: Bearer \$API_TOKEN; saved in var/api-token)
   Outbox:        ${OUTBOX_DIR:-var/outbox}/  (messages land here while no Twilio/SMTP is configured)
 
-  In another terminal, 'make demo' loads a sample school and a morning of register marks.
+  In another terminal, 'make demo' loads a sample school with eight weeks of register marks
+  and this morning's absences, then open the staff web app and sign in.
   Ctrl-C stops all three.
 
 MSG

@@ -99,3 +99,4 @@ def test_the_local_run_creates_its_token_file_for_the_owner_only() -> None:
                    env={"PATH": os.environ["PATH"]}, umask=0o022)
     assert _mode(scratch / "var") == 0o700
     assert _mode(scratch / "var" / "api-token") == 0o600
+    assert _mode(scratch / "var" / "twilio-auth-token") == 0o600
