@@ -11,6 +11,7 @@ import io
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -191,9 +192,8 @@ async def test_the_csv_export_matches_the_list_on_screen(
         async with page.expect_download() as download_info:
             await page.get_by_role("link", name=re.compile("Download this list")).click()
         download = await download_info.value
-        path = await download.path()
-        with open(path, newline="", encoding="utf-8") as handle:
-            exported = list(csv.DictReader(io.StringIO(handle.read())))
+        text = Path(await download.path()).read_text(encoding="utf-8")
+        exported = list(csv.DictReader(io.StringIO(text, newline="")))
         assert [row["pupil_id"] for row in exported] == shown
         cells = await page.locator("#list-table tbody tr td[data-label='Attendance']").all_inner_texts()
         assert [f"{float(row['attendance_percent']):.1f}%" for row in exported] == cells
