@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import hmac
 import io
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -59,7 +61,10 @@ LISTS = {
     "penalty_notice": "Penalty notice candidates",
     "unexplained_over_5_days": "Unexplained marks older than 5 school days",
 }
-STATIC_VERSION = "1"
+# Asset URLs change when the files do, so a browser never keeps a stale style sheet.
+STATIC_VERSION = hashlib.sha256(b"".join(
+    path.read_bytes() for path in sorted((Path(__file__).parent / "static").glob("*.*")))
+).hexdigest()[:12]
 
 
 def staff_app(request: Request) -> StaffApp:
@@ -124,7 +129,13 @@ def _long_date(value: Any) -> str:
     return f"{day:%A} {day.day} {day:%B %Y}"
 
 
+def _rule_name(rule: str) -> str:
+    """`first_day_contact` -> "First day contact" (the rule ids of docs/rules.md)."""
+    return rule.replace("_", " ").capitalize()
+
+
 templates.filters["local"] = _local
+templates.filters["rule_name"] = _rule_name
 templates.filters["long_date"] = _long_date
 
 
@@ -400,11 +411,12 @@ def _events(timeline: dict[str, Any], messages: list[dict[str, Any]],
                                + ("" if mark.get("current", True) else " — replaced")})
     for decision in timeline.get("decisions", []):
         events.append({"at": decision.get("decided_at"), "kind": "Decision",
-                       "text": f"{decision.get('rule')}: {decision.get('outcome')} — "
+                       "text": f"{_rule_name(str(decision.get('rule')))}: "
+                               f"{decision.get('outcome')} — "
                                f"{decision.get('reason')}"})
     for task in timeline.get("tasks", []):
         events.append({"at": task.get("created_at"), "kind": "Task",
-                       "text": f"{task.get('kind')} ({task.get('status')})"
+                       "text": f"{_rule_name(str(task.get('kind')))} ({task.get('status')})"
                                + (f": {task['outcome']}" if task.get("outcome") else "")})
     for message in messages:
         events.append({"at": message["created_at"], "kind": "Message",

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from triage import counters
 from triage.decisions import ActionStatus
-from triage.deps import ServiceDep, TimelineReader
+from triage.deps import SchoolsDep, ServiceDep, TimelineReader
 from triage.models import (
     decisions,
     marks,
@@ -27,7 +27,8 @@ from triage.models import (
     scheduled_actions,
     tasks,
 )
-from triage.rates import school_year_start
+from triage.rates import rates_actionable, school_year_start
+from triage.rules import persistent_absence, severe_absence
 
 router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 
@@ -36,6 +37,7 @@ router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 async def pupil_timeline(
     pupil_id: str,
     service: ServiceDep,
+    cache: SchoolsDep,
     caller: TimelineReader,
     school_urn: Annotated[str, Query(pattern=r"^[0-9]{6,8}$")],
     since: dt.date | None = None,
@@ -83,6 +85,7 @@ async def pupil_timeline(
             .where(*where(replies)).order_by(replies.c.received_at))
         year = school_year_start(today)
         counts = (await counters.load(conn, [(school_urn, pupil_id, year)])).popitem()[1]
+        policy = (await cache.load(conn, [school_urn]))[school_urn].policy
         actions = [dict(r._mapping) for r in action_rows]
         return {
             "school_urn": school_urn,
@@ -93,7 +96,13 @@ async def pupil_timeline(
                       "absent_sessions": counts.absent,
                       "unauthorised_sessions": counts.unauthorised,
                       "attendance_rate": round(counts.attendance_rate, 4),
-                      "absence_rate": round(counts.absence_rate, 4)},
+                      "absence_rate": round(counts.absence_rate, 4),
+                      # As the rules judge them: never on fewer sessions than the policy's
+                      # minimum (docs/rules.md "Rates").
+                      **{name: rates_actionable(counts, policy.min_possible_sessions)
+                         and rule.threshold(policy).crossed(counts)
+                         for name, rule in (("persistent", persistent_absence),
+                                            ("severe", severe_absence))}},
             "marks": [dict(r._mapping) for r in mark_rows],
             "mark_history": _mark_history(received, current, since),
             "decisions": [dict(r._mapping) for r in decision_rows],
