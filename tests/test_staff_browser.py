@@ -19,6 +19,7 @@ from staff.access import Role
 from staff.app import build, create_app, migrate
 from staff.context import StaffApp
 from staff.settings import StaffSettings
+from triage.tasks import open_task
 
 from tests.browser import assert_accessible, desktop_context, phone_context, screenshot, served
 from tests.factories import LONDON, MONDAY, contact, mark, pupil, school
@@ -197,6 +198,49 @@ async def test_the_csv_export_matches_the_list_on_screen(
         assert [row["pupil_id"] for row in exported] == shown
         cells = await page.locator("#list-table tbody tr td[data-label='Attendance']").all_inner_texts()
         assert [f"{float(row['attendance_percent']):.1f}%" for row in exported] == cells
+
+
+async def test_a_home_visit_is_recorded_from_a_phone_and_a_concern_reaches_the_lead(
+        stack: Stack, chromium: Browser, tmp_path: object) -> None:
+    await _morning(stack)
+    async with stack.triage.engine.begin() as conn:
+        await open_task(conn, kind="home_visit", school_urn="123456", pupil_id="P1", day=MONDAY,
+                        detail="day 3 of unexplained absence", now=stack.clock.now())
+    async with staff_app(stack, tmp_path) as staff:
+        async with phone_context(chromium) as context:
+            page = await context.new_page()
+            await sign_in(page, staff, "officer@millbrook.example", next="/schools/123456/tasks")
+            visit = page.get_by_role("article").filter(has_text="Sally Smith")
+            await expect(visit).to_contain_text("Not assigned")
+            await visit.get_by_label("Assign to").fill("R Baish")
+            await visit.get_by_role("button", name="Assign").click()
+            visit = page.get_by_role("article").filter(has_text="Sally Smith")
+            await expect(visit).to_contain_text("Assigned to R Baish")
+            await assert_accessible(page, "Tasks (phone)")
+            await screenshot(page, "tasks-phone")
+            await visit.get_by_label("Concern: escalate to the safeguarding lead").check()
+            await visit.get_by_label("Details").fill("curtains drawn, a neighbour is worried")
+            await visit.get_by_role("button", name="Save the outcome").click()
+            await expect(page.get_by_role("status")).to_contain_text("Saved")
+            await expect(page.get_by_role("article")).to_have_count(0)  # escalations: lead only
+        async with desktop_context(chromium) as context:
+            page = await context.new_page()
+            await sign_in(page, staff, "dsl@millbrook.example", next="/schools/123456/tasks")
+            escalation = page.get_by_role("article").filter(has_text="Concern for the safeguarding lead")
+            await expect(escalation).to_contain_text("Sally Smith")
+            await assert_accessible(page, "Tasks (lead)")
+            await screenshot(page, "tasks-desktop")
+            await escalation.get_by_label("What did you decide?").fill(
+                "referred to children's social care")
+            await escalation.get_by_role("button", name="Save the outcome").click()
+            await expect(page.get_by_role("status")).to_contain_text("Saved")
+    [done] = (await stack.triage_api.get("/api/v1/tasks", params={
+        "school_urn": "123456", "kind": "home_visit", "status": "done"})).json()
+    assert done["outcome"] == ("concern: curtains drawn, a neighbour is worried "
+                               "(recorded by staff:u1)")
+    [reviewed] = (await stack.triage_api.get("/api/v1/tasks", params={
+        "school_urn": "123456", "kind": "dsl_escalation", "status": "done"})).json()
+    assert reviewed["outcome"] == "referred to children's social care (recorded by staff:u2)"
 
 
 @pytest.mark.parametrize("path", ["/schools/123456/tasks", "/schools/123456/messages",

@@ -123,9 +123,9 @@ class Backend:
     async def assign_task(self, task_id: int, assignee: str) -> None:
         await self.triage.call("POST", f"/tasks/{task_id}/assign", json={"assignee": assignee})
 
-    async def complete_task(self, task_id: int, result: str, outcome: str) -> None:
-        await self.triage.call("POST", f"/tasks/{task_id}/complete",
-                               json={"result": result, "outcome": outcome})
+    async def complete_task(self, task_id: int, result: str | None, outcome: str) -> None:
+        body = {"outcome": outcome, **({"result": result} if result else {})}
+        await self.triage.call("POST", f"/tasks/{task_id}/complete", json=body)
 
     # Notifier
     async def notifications(self, urn: str, *, since: dt.datetime | None = None,

@@ -54,6 +54,13 @@ TASK_RESULTS = {
     "no_answer": "No answer at the door",
     "concern": "Concern: escalate to the safeguarding lead",
 }
+# What each kind of task is called on screen (triage's task kinds, docs/rules.md).
+TASK_KINDS = {
+    "home_visit": "Home visit",
+    "family_unreachable": "Family unreachable",
+    "unexplained_not_recoded": "Unexplained mark not corrected",
+    "dsl_escalation": "Concern for the safeguarding lead",
+}
 LISTS = {
     "below_90": "Attendance below 90%",
     "persistent": "Persistent absence (10% or more)",
@@ -441,7 +448,7 @@ async def tasks_page(request: Request, urn: str, user: CurrentUser,
     if not user.may(SAFEGUARDING_LEADS):
         tasks = [t for t in tasks if t["kind"] != "dsl_escalation"]
     return render(request, "tasks.html", user, urn=urn, tasks=tasks, results=TASK_RESULTS,
-                  done=done)
+                  kinds=TASK_KINDS, done=done)
 
 
 @router.post("/schools/{urn}/tasks/{task_id}/complete", response_class=HTMLResponse)
@@ -450,17 +457,19 @@ async def complete_task(request: Request, urn: str, task_id: int, user: FormUser
                         result: Annotated[str, Form()] = "",
                         outcome: Annotated[str, Form(max_length=2000)] = "") -> Response:
     _school_staff(user, urn)
-    if result not in TASK_RESULTS:
-        raise HTTPException(422, "Choose what happened.")
+    # A visit or a call: one of TASK_RESULTS. A lead's review of a concern: what they decided.
+    if result not in TASK_RESULTS and not (result == "" and outcome.strip()):
+        raise HTTPException(422, "Choose what happened, or write what you decided.")
     staff = staff_app(request)
-    text = f"{TASK_RESULTS[result]}" + (f": {outcome.strip()}" if outcome.strip() else "")
+    # Triage keeps the result beside the text ("concern: …") and who recorded it.
+    text = " ".join(filter(None, (outcome.strip(), f"(recorded by {user.ref})")))
     try:
-        await staff.backend.complete_task(task_id, result, f"{text} ({user.ref})")
+        await staff.backend.complete_task(task_id, result or None, text)
     except NotFound:
         raise HTTPException(404, "Not found") from None
     await staff.views.record(user, "task_completed", urn, pupil_id, staff.clock.now(),
-                             f"task {task_id}: {result}")
-    return RedirectResponse(f"/schools/{urn}/tasks?done={result}", status_code=303)
+                             f"task {task_id}: {result or 'reviewed'}")
+    return RedirectResponse(f"/schools/{urn}/tasks?done=saved", status_code=303)
 
 
 @router.post("/schools/{urn}/tasks/{task_id}/assign", response_class=HTMLResponse)
