@@ -78,9 +78,11 @@ def generate(
     amended_share: float = 0.10,
     no_contact_rate: float = 0.01,
     terms: list[dict[str, str]] | None = None,
+    first_urn: int = 300000,
 ) -> Authority:
     """`pupils` spread evenly over `schools`; AM marks recorded within 30 minutes of
-    `recorded_from`, amendments 2–20 minutes after the mark they re-code."""
+    `recorded_from`, amendments 2–20 minutes after the mark they re-code. `first_urn`: where
+    the schools' URNs start, so two authorities of different sizes can share one database."""
     rng = random.Random(seed)
     ids = random.Random(seed + 1)  # event ids: deterministic, independent of the draws above
     family_absent_rate = absent_rate / SIBLING_ABSENT
@@ -89,7 +91,7 @@ def generate(
     family_of: dict[tuple[str, str], int] = {}
     family_no = contact_no = pupil_no = 0
     for index in range(schools):
-        urn = f"{300000 + index}"
+        urn = f"{first_urn + index}"
         roster: list[dict[str, Any]] = []
         size = pupils // schools + (1 if index < pupils % schools else 0)
         while len(roster) < size:

@@ -1,4 +1,6 @@
-"""bench/results.md: one section per mode (quick, full), each replaced only by its own mode."""
+"""bench/results.md: one section per mode (quick, full), each replaced only by its own mode,
+and one per mode for an entry reported on its own (staff pages), replaced only by a run of
+that entry in that mode."""
 
 from __future__ import annotations
 
@@ -26,10 +28,13 @@ class Report:
     targets: list[tuple[str, str, bool | None]] = field(default_factory=list)
     checks: list[tuple[str, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # An entry reported on its own (bench.staff_pages): its own section, its own baseline.
+    entry: str | None = None
+    ratio_to: str = "bare consume-and-ack ceiling"
 
     def figure(self, measure: str, value: str, ceiling: str = "", note: str = "") -> None:
         self.rows.append((measure, value, ceiling, note))
-        print(f"  {measure}: {value}" + (f" ({ceiling} of ceiling)" if ceiling else ""),
+        print(f"  {measure}: {value}" + (f" ({ceiling} of {self.ratio_to})" if ceiling else ""),
               flush=True)
 
     def target(self, name: str, actual: str, passed: bool | None) -> None:
@@ -46,17 +51,17 @@ class Report:
     def markdown(self) -> str:
         m = self.machine
         lines = [
-            f"## {self.mode} run", "",
+            f"## {self.entry + ', ' if self.entry else ''}{self.mode} run", "",
             f"Produced by `{self.command}` on {self.started} ({self.size}).", "",
             "| machine | |", "| --- | --- |",
             f"| nproc | {m['nproc']} |", f"| memory | {m['memory']} |", f"| CPU | {m['cpu']} |",
             f"| load average at start | {m['load']} (shared machine) |", "",
-            "| measure | figure | ratio to bare consume-and-ack ceiling | notes |",
+            f"| measure | figure | ratio to {self.ratio_to} | notes |",
             "| --- | --- | --- | --- |",
             *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self.rows), "",
-            "| target | actual | verdict |", "| --- | --- | --- |",
-            *(f"| {name} | {actual} | {_verdict(passed)} |"
-              for name, actual, passed in self.targets), "",
+            *(["| target | actual | verdict |", "| --- | --- | --- |",
+               *(f"| {name} | {actual} | {_verdict(passed)} |"
+                 for name, actual, passed in self.targets), ""] if self.targets else []),
             "| correctness check (fails the run) | result |", "| --- | --- |",
             *(f"| {name} | {'OK' if ok else '**MISMATCH**'} |" for name, ok in self.checks), "",
             *(f"- {note}" for note in self.notes), "",
@@ -71,7 +76,8 @@ class Report:
 
     def write(self) -> None:
         text = RESULTS.read_text() if RESULTS.exists() else HEADER
-        begin, end = f"<!-- bench:{self.mode} -->", f"<!-- /bench:{self.mode} -->"
+        key = f"{self.entry.replace(' ', '-')}:{self.mode}" if self.entry else self.mode
+        begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
         section = f"{begin}\n{self.markdown()}\n{end}"
         pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
         text = pattern.sub(lambda _: section, text) if pattern.search(text) else (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from pathlib import Path
 
 from bench.generator import LONDON, Authority, expected_first_day_sms, generate
 
@@ -75,3 +76,26 @@ def test_the_rate_limit_check_sees_a_burst_and_leaves_start_up_out() -> None:
     burst = sorted([*spaced, 7.01, 7.02])  # two extra inside one second
     assert busiest_second(burst) == 12
     assert busiest_second([]) == 0 and steady_rate([1.0]) == float("inf")
+
+
+async def test_the_staff_pages_entry_reports_every_figure_and_its_checks(tmp_path: Path) -> None:
+    """Three small schools on SQLite through the real staff app: every figure is reported
+    and every check holds (the figures themselves are `make bench`'s to judge)."""
+    from bench import staff_pages
+    from bench.report import Report
+
+    async def sqlite(name: str) -> str:
+        return f"sqlite+aiosqlite:///{tmp_path}/{name}.db"
+
+    report = Report(mode="quick", command="test", started="now", machine={}, size="tiny",
+                    entry="staff pages", ratio_to="the API calls")
+    await staff_pages.run(report, {"SQLite": sqlite}, schools=3, pupils_per_school=40,
+                          requests=2, seed=5, workdir=tmp_path)
+    measures = [measure for measure, *_ in report.rows]
+    assert measures == [
+        "staff app GET /healthz, SQLite", "Today page, 1,500-pupil school, SQLite",
+        "persistent-absence list, the school's officer, SQLite",
+        "persistent-absence list, LA officer, 3 schools, SQLite"]
+    assert all(" / " in value and value.endswith(" ms") for _, value, _, _ in report.rows)
+    assert all(ratio.startswith("x") for _, _, ratio, _ in report.rows[1:])
+    assert len(report.checks) == 3 and report.ok, report.checks
