@@ -10,6 +10,8 @@ import re
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
+from staff import pages
 from staff.access import Role
 from staff.app import build, create_app, migrate
 from staff.contact_state import contact_of
@@ -128,6 +130,22 @@ async def test_a_local_authority_team_lists_its_schools_and_no_others(
         listed = await client.get("/lists?list=below_90")
         assert "Q1" not in listed.text, "a school outside the account is never listed"
         assert (await client.get(f"/schools/{OTHER_URN}/pupils/Q1")).status_code == 404
+
+
+async def test_a_long_list_is_shown_a_page_at_a_time_and_exported_whole(
+        stack: Stack, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pages, "PAGE_SIZE", 1)
+    await _morning(stack)
+    async with signed_in(stack, tmp_path, Role.ATTENDANCE_OFFICER, ["123456"]) as client:
+        first = await client.get("/lists?list=below_90&school=123456")
+        second = await client.get("/lists?list=below_90&school=123456&page=2")
+        beyond = await client.get("/lists?list=below_90&school=123456&page=9")
+        exported = await client.get("/lists.csv?list=below_90&school=123456")
+    shown = [re.findall(r'data-pupil="(\w+)"', page.text) for page in (first, second, beyond)]
+    assert shown == [["P2"], ["P1"], ["P1"]], "Jones before Smith; past the end: the last page"
+    assert "Showing 1 to 1 of 2 pupils" in first.text and 'rel="next"' in first.text
+    assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
+    assert [line.split(",")[1] for line in exported.text.splitlines()[1:]] == ["P2", "P1"]
 
 
 async def test_a_csv_cell_is_never_a_spreadsheet_formula(stack: Stack, tmp_path: object) -> None:

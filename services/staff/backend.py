@@ -86,7 +86,8 @@ class Backend:
 
     async def attendance(self, schools: Sequence[str] | None, which: str,
                          year_group: int | None) -> dict[str, Any]:
-        params: list[tuple[str, str | int]] = [("list", which)]
+        # The whole list (the screen pages it, the CSV carries it all), up to triage's cap.
+        params: list[tuple[str, str | int]] = [("list", which), ("limit", 50_000)]
         params += [("school_urn", urn) for urn in schools or ()]
         if year_group is not None:
             params.append(("year_group", year_group))

@@ -513,11 +513,22 @@ YearGroup = Annotated[int | None, Query(ge=-2, le=14)]
 SchoolFilter = Annotated[str | None, Query(pattern=r"^[0-9]{6,8}$")]
 
 
+# Rows per page on screen; the CSV carries the whole list.
+PAGE_SIZE = 100
+
+
 @router.get("/lists", response_class=HTMLResponse)
 async def lists_page(request: Request, user: CurrentUser, list: str = "below_90",
-                     year_group: YearGroup = None, school: SchoolFilter = None) -> HTMLResponse:
+                     year_group: YearGroup = None, school: SchoolFilter = None,
+                     page: Annotated[int, Query(ge=1, le=10_000)] = 1) -> HTMLResponse:
     context = await _list_rows(request, user, list, year_group, school)
-    return render(request, "lists.html", user, lists=LISTS, **context)
+    total = len(context["rows"])
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(page, pages)
+    first = (page - 1) * PAGE_SIZE
+    context["rows"] = context["rows"][first:first + PAGE_SIZE]
+    return render(request, "lists.html", user, lists=LISTS, total=total, page=page,
+                  pages=pages, first=first, **context)
 
 
 CSV_COLUMNS = ("school_urn", "pupil_id", "family_name", "given_name", "year_group",
