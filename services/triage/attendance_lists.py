@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from triage import history
 from triage.deps import ClockDep, EngineDep, SchoolsDep, TimelineReader
 from triage.models import attendance_counters, marks, pupils, schools
+from triage.policy import Policy
 from triage.rates import Counts, rates_actionable, school_year_start
 from triage.rules import penalty_notice_threshold, persistent_absence, severe_absence
 from triage.rules.thresholds import rate_details
@@ -70,27 +71,39 @@ async def attendance(
         in_play = {urn: _school(context, now) for urn, context in contexts.items()}
         rows = await _rows(conn, in_play, year_group)
         unexplained = await _overdue_unexplained(conn, in_play, now)
-        penalty = await _penalty_notices(conn, in_play, rows)
+        built = [(key, _row(key, names, counts, in_play[key[0]].context.policy,
+                            unexplained.get(key, 0)), counts)
+                 for key, (names, counts) in rows.items()]
+        # The penalty-notice test reads marks: for any other list, only for the pupils on it.
+        if wanted not in ("all", "penalty_notice"):
+            built = [entry for entry in built if _on_list(wanted, entry[1], entry[2])]
+        penalty = await _penalty_notices(conn, in_play,
+                                         {key: rows[key] for key, _, _ in built})
     listed = []
-    for (urn, pupil_id), (names, counts) in rows.items():
-        policy = in_play[urn].context.policy
-        actionable = rates_actionable(counts, policy.min_possible_sessions)
-        row = {
-            "school_urn": urn, "pupil_id": pupil_id, **names,
-            "possible": counts.possible, "attended": counts.possible - counts.absent,
-            "authorised": counts.authorised, "unauthorised": counts.unauthorised,
-            **rate_details(counts),
-            "persistent": actionable and persistent_absence.threshold(policy).crossed(counts),
-            "severe": actionable and severe_absence.threshold(policy).crossed(counts),
-            "penalty_notice": (urn, pupil_id) in penalty,
-            "unexplained_over_5_days": unexplained.get((urn, pupil_id), 0),
-        }
-        row.pop("possible_sessions")
+    for key, row, counts in built:
+        row["penalty_notice"] = key in penalty
         if _on_list(wanted, row, counts):
             listed.append(row)
     listed.sort(key=lambda r: (r["attendance_percent"], r["school_urn"], r["family_name"] or "",
                                r["given_name"] or "", r["pupil_id"]))
     return {"rows": listed[:limit], "truncated": len(listed) > limit}
+
+
+def _row(key: PupilKey, names: dict[str, Any], counts: Counts, policy: Policy,
+         unexplained: int) -> dict[str, Any]:
+    actionable = rates_actionable(counts, policy.min_possible_sessions)
+    row = {
+        "school_urn": key[0], "pupil_id": key[1], **names,
+        "possible": counts.possible, "attended": counts.possible - counts.absent,
+        "authorised": counts.authorised, "unauthorised": counts.unauthorised,
+        **rate_details(counts),
+        "persistent": actionable and persistent_absence.threshold(policy).crossed(counts),
+        "severe": actionable and severe_absence.threshold(policy).crossed(counts),
+        "penalty_notice": False,  # set once the penalty-notice test has run
+        "unexplained_over_5_days": unexplained,
+    }
+    row.pop("possible_sessions")
+    return row
 
 
 def _on_list(name: ListName, row: dict[str, Any], counts: Counts) -> bool:
@@ -159,11 +172,17 @@ async def _overdue_unexplained(conn: AsyncConnection, in_play: dict[str, School]
         .where(marks.c.school_urn.in_(sorted(in_play)),
                marks.c.code == literal_column(f"'{UNEXPLAINED}'"),
                marks.c.date >= min(s.year_start for s in in_play.values())))
+    # Whether a day's N is overdue depends on the school and the day, not the pupil: an
+    # authority's year of N marks asks about a few thousand school days, not each mark.
+    judged: dict[tuple[str, dt.date], bool] = {}
     for urn, pupil_id, day in rows:
         school = in_play[urn]
-        context = school.context
-        if day >= school.year_start and overdue(day, now, context.calendar, context.policy,
-                                                context.tz):
+        if day < school.year_start:
+            continue
+        if (urn, day) not in judged:
+            context = school.context
+            judged[(urn, day)] = overdue(day, now, context.calendar, context.policy, context.tz)
+        if judged[(urn, day)]:
             counted[(urn, pupil_id)] += 1
     return counted
 
