@@ -34,8 +34,7 @@ TRIAGE_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 async def running(settings: MisSyncSettings, clock: Clock, *,
                   sleep: Sleep = asyncio.sleep) -> AsyncIterator[Syncer]:
     """Everything a pass needs: the database (migrated), the broker, Wonde and triage."""
-    if settings.wonde.token is None:
-        raise ValueError("set WONDE_TOKEN")
+    assert settings.wonde.token is not None, "checked by main()"
     engine = make_engine(settings.database_url)
     connection = None
     wonde = WondeClient(settings.wonde.api_base, settings.wonde.token.get_secret_value(),
@@ -121,6 +120,16 @@ def main(argv: list[str]) -> int:
         return asyncio.run(_status(settings))
     if args.command == "resume":
         return asyncio.run(_resume(settings, args.urn))
+    token = settings.wonde.token
+    if token is None or not token.get_secret_value().strip():
+        print("set WONDE_TOKEN (and WONDE_SCHOOLS) to sync schools through Wonde",
+              file=sys.stderr)
+        return 2
+    try:
+        settings.triage_token()
+    except ValueError as problem:
+        print(problem, file=sys.stderr)
+        return 2
     if args.command == "once":
         return asyncio.run(_once(settings, clock))
     try:

@@ -81,6 +81,6 @@ class MisSyncSettings(BaseSettings):
 
     def triage_token(self) -> str:
         key = self.triage_key or self.api_token
-        if key is None:
+        if key is None or not key.get_secret_value().strip():
             raise ValueError("set MIS_SYNC_TRIAGE_KEY (or API_TOKEN)")
         return key.get_secret_value()

@@ -39,6 +39,11 @@ STUDENTS = "students"
 ROSTER_INCLUDE = "contacts,contacts.contact_details"
 
 
+class SchoolFileError(Exception):
+    """`{urn}.json` in MIS_SYNC_SCHOOLS_DIR is not a JSON object: that school waits, the
+    others go on."""
+
+
 @dataclasses.dataclass
 class SchoolOutcome:
     """What one pass did for one school (for the log, the command's output and tests)."""
@@ -93,7 +98,7 @@ class Syncer:
                         "`python -m mis_sync resume %s`", link.urn, link.wonde_id,
                         refused.status, link.urn)
             outcome.state = "revoked"
-        except (WondeUnavailable, WondeError, httpx.HTTPError) as error:
+        except (WondeUnavailable, WondeError, SchoolFileError, httpx.HTTPError) as error:
             log.warning("mis_sync.school.failed urn=%s error=%s: tried again next pass",
                         link.urn, type(error).__name__ + ": " + str(error)[:200])
             outcome.state = "failed"
@@ -160,9 +165,12 @@ class Syncer:
         path = self._schools_dir / f"{urn}.json"
         if not path.is_file():
             return None
-        document = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise SchoolFileError(f"{path.name} is not JSON") from None
         if not isinstance(document, dict):
-            raise WondeError(f"{path.name} is not a JSON object")
+            raise SchoolFileError(f"{path.name} is not a JSON object")
         return document
 
     # --- register marks ------------------------------------------------------------------
