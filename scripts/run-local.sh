@@ -46,7 +46,12 @@ fi
 .venv/bin/python -m triage & triage=$!
 .venv/bin/python -m notifier & notifier=$!
 .venv/bin/python -m staff & staff=$!
-trap 'kill $triage $notifier $staff 2>/dev/null; wait' INT TERM EXIT
+# The MIS sync through Wonde (README "Connecting a school's MIS") only when there is a token.
+mis_sync=
+if [ -n "${WONDE_TOKEN:-}" ]; then
+  .venv/bin/python -m mis_sync & mis_sync=$!
+fi
+trap 'kill $triage $notifier $staff $mis_sync 2>/dev/null; wait' INT TERM EXIT
 
 for port in "${TRIAGE_PORT:-8001}" "${NOTIFIER_PORT:-8002}" "${STAFF_PORT:-8003}"; do
   for _ in $(seq 1 60); do
@@ -72,4 +77,4 @@ cat <<MSG
   Ctrl-C stops all three.
 
 MSG
-wait -n $triage $notifier $staff
+wait -n $triage $notifier $staff $mis_sync

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mis_sync.settings import MisSyncSettings
 from notifier.settings import NotifierSettings
 from pydantic import AnyHttpUrl, SecretStr, ValidationError
 from staff.settings import StaffSettings
@@ -104,6 +105,23 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
     ("STAFF_MAX_BODY_BYTES", "65536", StaffSettings, "max_body_bytes", 65536),
     ("STAFF_READ_TIMEOUT_SECONDS", "2.5", StaffSettings, "read_timeout_seconds", 2.5),
     ("STAFF_MAX_CONNECTIONS", "64", StaffSettings, "max_connections", 64),
+    *[(name, value, MisSyncSettings, path, expected) for name, value, path, expected in [
+        ("AMQP_URL", "amqp://u:p@broker:5673/v", "amqp_url", "amqp://u:p@broker:5673/v"),
+        ("API_TOKEN", "s3cret", "api_token", "s3cret"),
+        ("LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+        ("CLOCK_OFFSET_SECONDS", "-3600.5", "clock_offset_seconds", -3600.5),
+        ("MIS_SYNC_DATABASE_URL", "postgresql+asyncpg://m@db/mis", "database_url",
+         "postgresql+asyncpg://m@db/mis"),
+        ("MIS_SYNC_SCHOOLS_DIR", "/srv/schools", "schools_dir", Path("/srv/schools")),
+        ("MIS_SYNC_TRIAGE_URL", "http://triage:8001", "triage_url", "http://triage:8001"),
+        ("MIS_SYNC_TRIAGE_KEY", "trk_1_x", "triage_key", "trk_1_x"),
+        ("MIS_SYNC_INTERVAL_SECONDS", "60", "interval_seconds", 60.0),
+        ("WONDE_API_BASE", "http://127.0.0.1:9/v1.0", "wonde.api_base",
+         "http://127.0.0.1:9/v1.0"),
+        ("WONDE_TOKEN", "wonde-token", "wonde.token", "wonde-token"),
+        ("WONDE_SCHOOLS", "A1930499544:123456,B2:654321", "wonde.schools",
+         "A1930499544:123456,B2:654321"),
+    ]],
 ]
 
 
