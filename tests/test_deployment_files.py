@@ -103,9 +103,21 @@ def _healthcheck_command(compose: dict[str, Any], service: str) -> str:
     return " ".join(test) if isinstance(test, list) else str(test)
 
 
-def test_compose_defines_the_five_services(compose: dict[str, Any]) -> None:
-    expected = {"rabbitmq", "postgres", "mailpit", "triage", "notifier"}
+def test_compose_defines_the_six_services(compose: dict[str, Any]) -> None:
+    expected = {"rabbitmq", "postgres", "mailpit", "triage", "notifier", "staff"}
     assert expected <= set(compose.get("services") or {})
+
+
+def test_the_staff_app_calls_the_services_and_keeps_its_own_database(
+        compose: dict[str, Any]) -> None:
+    spec = compose["services"]["staff"]
+    assert spec["command"] == ["python", "-m", "staff"]
+    env = _environment(compose, "staff")
+    assert (env["STAFF_TRIAGE_URL"], env["STAFF_NOTIFIER_URL"]) == (
+        "http://triage:8001", "http://notifier:8002")
+    assert urlsplit(env["STAFF_DATABASE_URL"]).path == "/staff"
+    assert "AMQP_URL" not in env, "the staff app reads and changes data only through the APIs"
+    assert ":?" in str(spec["environment"]["STAFF_PUBLIC_URL"]), "no default public address"
 
 
 @app_services
@@ -242,7 +254,7 @@ def test_postgres_init_creates_the_databases_the_services_use(compose: dict[str,
         for service, _, _, variable, _ in APP_SERVICES
     }
     assert used == {"triage", "notifier"}
-    assert used <= created
+    assert used | {"staff"} <= created
 
 
 def test_definitions_are_imported_before_the_services_start(compose: dict[str, Any]) -> None:

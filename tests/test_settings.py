@@ -157,6 +157,13 @@ def test_each_documented_variable_is_read_under_its_name(
     assert _read(cls(), path) == expected
 
 
+def test_a_blank_staff_key_falls_back_to_the_api_token(
+        bare_environment: pytest.MonkeyPatch) -> None:
+    bare_environment.setenv("STAFF_TRIAGE_KEY", "")
+    bare_environment.setenv("API_TOKEN", STRONG_TOKEN)
+    assert StaffSettings().service_key("triage") == STRONG_TOKEN
+
+
 def test_names_are_case_insensitive(bare_environment: pytest.MonkeyPatch) -> None:
     bare_environment.setenv("triage_port", "9103")
     bare_environment.setenv("smtp_from", "office@school.example")

@@ -3,3 +3,4 @@
 -- and applies its own Alembic migrations at start-up.
 CREATE DATABASE triage;
 CREATE DATABASE notifier;
+CREATE DATABASE staff;

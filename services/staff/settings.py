@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 from servicekit.settings import SETTINGS_CONFIG, is_loopback
 
@@ -42,6 +42,12 @@ class StaffSettings(BaseSettings):
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     read_timeout_seconds: float = Field(15.0, gt=0)
     max_connections: int = Field(256, ge=1)
+
+    @field_validator("triage_key", "notifier_key", "api_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty variable (compose passes `${STAFF_TRIAGE_KEY:-}` through) means unset."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _keys_fit_for_the_network(self) -> Self:
