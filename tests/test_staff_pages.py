@@ -32,7 +32,7 @@ async def signed_in(stack: Stack, tmp_path: object, role: Role, schools: list[st
                     triage_url: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     async with stack.served() as (served_triage, notifier_url):
         settings = StaffSettings(
-            database_url=f"sqlite+aiosqlite:///{tmp_path}/staff-{role.value}.db",
+            database_url=f"sqlite+aiosqlite:///{tmp_path}/staff.db",
             triage_url=triage_url or served_triage, notifier_url=notifier_url,
             api_token=API_TOKEN)  # type: ignore[arg-type]
         app = build(settings, clock=stack.clock)
@@ -146,6 +146,10 @@ async def test_a_long_list_is_shown_a_page_at_a_time_and_exported_whole(
     assert "Showing 1 to 1 of 2 pupils" in first.text and 'rel="next"' in first.text
     assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
     assert [line.split(",")[1] for line in exported.text.splitlines()[1:]] == ["P2", "P1"]
+    async with signed_in(stack, tmp_path, Role.DSL, ["123456"], email="dsl@millbrook.example"
+                         ) as lead:
+        audit = await lead.get("/schools/123456/audit")
+    assert "exported: Attendance below 90%: 2 pupils" in audit.text
 
 
 async def test_a_csv_cell_is_never_a_spreadsheet_formula(stack: Stack, tmp_path: object) -> None:

@@ -546,7 +546,15 @@ async def lists_csv(request: Request, user: CurrentUser, list: str = "below_90",
     for row in context["rows"]:
         # A name starting with = + - @ is written as text, never as a spreadsheet formula.
         writer.writerow([_cell(row.get(column)) for column in CSV_COLUMNS])
-    name = f"{context['which']}-{staff_app(request).clock.now():%Y-%m-%d}.csv"
+    staff = staff_app(request)
+    # An export is a view of every child on it: each school's lead sees who took one.
+    by_school: dict[str, int] = {}
+    for row in context["rows"]:
+        by_school[row["school_urn"]] = by_school.get(row["school_urn"], 0) + 1
+    for urn, count in sorted(by_school.items()):
+        await staff.views.record(user, "exported", urn, "", staff.clock.now(),
+                                 f"{LISTS[context['which']]}: {count} pupils")
+    name = f"{context['which']}-{staff.clock.now():%Y-%m-%d}.csv"
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
