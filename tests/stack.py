@@ -177,10 +177,12 @@ class Stack:
             self._published += 1
 
     async def post_events(self, body: Any) -> httpx.Response:
-        """HTTP ingest (docs/contract.md §2); the events it accepts count towards `processed()`."""
+        """HTTP ingest (docs/contract.md §2); the events it accepts or parks (both are
+        published) count towards `processed()`."""
         response = await self.triage_api.post("/api/v1/events", json=body)
         if response.status_code in (202, 422):
-            self._published += len(response.json().get("accepted", []))
+            answer = response.json()
+            self._published += len(answer.get("accepted", [])) + len(answer.get("parked", []))
         return response
 
     async def publish_requests(self, *requests: ContactRequest | bytes) -> None:

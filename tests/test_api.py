@@ -235,12 +235,12 @@ async def test_valid_batch_is_accepted_with_its_event_ids(stack: Stack) -> None:
     batch = [mark("P1", "N"), mark("P2", "/")]
     response = await stack.post_events(batch)
     assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": [event["event_id"] for event in batch]}
+    assert response.json() == {"accepted": [event["event_id"] for event in batch], "parked": []}
 
     single = mark("P2", "L", session="PM")
     response = await stack.post_events(single)
     assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": [single["event_id"]]}
+    assert response.json() == {"accepted": [single["event_id"]], "parked": []}
 
     await stack.processed()
     stored = [row[0] for row in await _table(stack, received_events)]

@@ -227,6 +227,7 @@ def _tenancy_calls(task_id: int) -> dict[tuple[str, str, str], list[Call]]:
         ("triage", "POST", "/api/v1/pupils/{pupil_id}/contact-made"): [
             ({"school_urn": SCHOOL_A}, {"by": "u1"}, _refused)],
         ("triage", "GET", "/api/v1/schools/{urn}/absences"): [({}, None, _refused)],
+        ("triage", "GET", "/api/v1/schools/{urn}/parked"): [({}, None, _refused)],
         ("triage", "GET", "/api/v1/attendance"): [
             ({}, None, _no_rows), ({"school_urn": SCHOOL_A}, None, _refused),
             ({"list": "penalty_notice"}, None, _no_rows)],

@@ -25,6 +25,7 @@ from servicekit.key_admin import key_command, keys_router
 from servicekit.keys import KeyStore
 from servicekit.limits import BodyLimit
 from servicekit.message_signing import SignatureCheck
+from servicekit.openapi import service_app
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import install_keys, operations_router
@@ -214,7 +215,7 @@ class NotifierService:
 
 
 def create_app(service: NotifierService) -> FastAPI:
-    app = FastAPI(title="Absence notifier", version="1.0.0")
+    app = service_app("Absence notifier", "1.0.0")
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes,
                        by_prefix={webhooks.prefix: MAX_WEBHOOK_BYTES})
     deps.install(app, service)

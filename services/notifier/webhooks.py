@@ -12,6 +12,8 @@ import re
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from servicekit.openapi import request_body
 from twilio.request_validator import RequestValidator
 
 from notifier import notification_store, optout
@@ -33,6 +35,37 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 _TWILIO_SID = re.compile(r"[A-Za-z0-9]{1,64}")
 _SID_FIELDS = ("MessageSid", "SmsSid", "CallSid")
 _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+class _TwilioForm(BaseModel):
+    # Twilio posts many more fields; every one is covered by its signature.
+    model_config = ConfigDict(extra="allow")
+
+
+class StatusCallback(_TwilioForm):
+    """The fields of Twilio's status callback this service reads (a message's or a call's)."""
+
+    MessageSid: str | None = None
+    MessageStatus: str | None = None
+    CallSid: str | None = None
+    CallStatus: str | None = None
+    ErrorCode: str | None = None
+
+
+class InboundMessage(_TwilioForm):
+    """The fields of Twilio's incoming-message webhook this service reads."""
+
+    MessageSid: str | None = None
+    SmsSid: str | None = None
+    From: str | None = None
+    To: str | None = None
+    Body: str | None = None
+
+
+def _form(model: type[_TwilioForm]) -> dict[str, object]:
+    """Read by `_signed_form` itself (the signature covers the raw fields), described here."""
+    return request_body(TypeAdapter(model), "application/x-www-form-urlencoded",
+                        "Posted by Twilio, signed in the X-Twilio-Signature header")
 
 
 async def _signed_form(request: Request, service: ServiceDep, path: str) -> dict[str, str]:
@@ -57,7 +90,7 @@ async def _signed_form(request: Request, service: ServiceDep, path: str) -> dict
     return params
 
 
-@webhooks.post("/status")
+@webhooks.post("/status", openapi_extra=_form(StatusCallback))
 async def twilio_status(request: Request, service: ServiceDep) -> Response:
     params = await _signed_form(request, service, "/twilio/status")
     sid = params.get("MessageSid") or params.get("CallSid")
@@ -84,7 +117,7 @@ async def twilio_status(request: Request, service: ServiceDep) -> Response:
     return Response(status_code=204)
 
 
-@webhooks.post("/inbound")
+@webhooks.post("/inbound", openapi_extra=_form(InboundMessage))
 async def twilio_inbound(request: Request, service: ServiceDep) -> Response:
     params = await _signed_form(request, service, "/twilio/inbound")
     sid = params.get("MessageSid") or params.get("SmsSid") or ""

@@ -5,17 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from broker_messages.events import EVENT_ADAPTER, RegisterMark, routing_key
+from broker_messages.events import EVENT_ADAPTER, Event, RegisterMark, routing_key
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from servicekit.broker import persistent_message
+from servicekit.clock import LONDON
 from servicekit.keys import Principal
+from servicekit.openapi import request_body
 from servicekit.requests import read_json, validation_problems
 from servicekit.web import Authenticated, ensure_school
 from sqlalchemy import Row, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from triage import tasks as task_store
 from triage.deps import (
@@ -23,29 +26,31 @@ from triage.deps import (
     EngineDep,
     IngestorDep,
     MarksWriter,
+    ParkedDaysDep,
+    SchoolsDep,
     SchoolsWriter,
     ServiceDep,
     TasksReader,
     TasksWriter,
 )
+from triage.ingest import UNKNOWN_PUPIL
 from triage.models import pupils, tasks
+from triage.rules.parked_marks_expiring import discard_on
 from triage.school_document import (
     SchoolDocument,
     duplicate_pupil_problems,
     without_usable_contact,
 )
-from triage.schools import store_school
+from triage.schools import SchoolContextCache, store_school
 
 router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 MAX_BATCH = 1000
+# What `POST /events` reads: one event, or an array of them.
+_EVENTS_BODY: TypeAdapter[Any] = TypeAdapter(
+    Event | Annotated[list[Event], Field(max_length=MAX_BATCH)])
 
 
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-
-@router.put("/schools/{urn}", openapi_extra=_body_schema(SchoolDocument))
+@router.put("/schools/{urn}", openapi_extra=request_body(TypeAdapter(SchoolDocument)))
 async def put_school(urn: str, request: Request, engine: EngineDep, clock: ClockDep,
                      ingestor: IngestorDep, caller: SchoolsWriter) -> dict[str, Any]:
     """Create or replace a school, its calendar, staff, policy and roster in one document."""
@@ -77,13 +82,44 @@ _REJECTED_FIELD = {"unknown school_urn": "school_urn", "recorded_at is in the fu
                    "event_id reused": "event_id"}
 
 
+# A school office's MIS export and roster upload race: the item is kept, and said so.
+_PARKED_REASON = (f"{UNKNOWN_PUPIL}; applied when a roster upload (PUT /api/v1/schools/{{urn}}) "
+                  "names the pupil, discarded on discard_on otherwise")
+
+
+async def _school_zones(engine: AsyncEngine, cache: SchoolContextCache,
+                        urns: set[str]) -> dict[str, ZoneInfo]:
+    """Each school's time zone (discard days are school-local); no query when none asked."""
+    if not urns:
+        return {}
+    async with engine.connect() as conn:
+        contexts = await cache.load(conn, urns)
+    return {urn: contexts[urn].tz if urn in contexts else LONDON for urn in urns}
+
+
+class ParkedEvent(BaseModel):
+    """An item kept, not applied: its pupil is not on the school's roster (yet)."""
+
+    event_id: str
+    pupil_id: str
+    reason: str
+    # When no roster upload has named the pupil by then (TRIAGE_PARKED_EVENT_DAYS).
+    discard_on: dt.date
+
+
 class EventsAccepted(BaseModel):
     accepted: list[str]
+    parked: list[ParkedEvent] = []
 
 
-@router.post("/events", status_code=202, response_model=EventsAccepted)
-async def post_events(request: Request, service: ServiceDep, caller: MarksWriter) -> Any:
-    """HTTP ingest: one event or an array of up to 1,000, published with confirms."""
+@router.post("/events", status_code=202, response_model=EventsAccepted,
+             openapi_extra=request_body(_EVENTS_BODY))
+async def post_events(request: Request, service: ServiceDep, engine: EngineDep,
+                      cache: SchoolsDep, parked_days: ParkedDaysDep,
+                      caller: MarksWriter) -> Any:
+    """HTTP ingest: one event or an array of up to 1,000, published with confirms. Each item
+    is answered as the consumer will treat it (docs/contract.md §2 "HTTP ingest"): accepted
+    (will be applied), parked (its pupil is not on the roster) or refused with the reason."""
     raw = await read_json(request)
     items = raw if isinstance(raw, list) else [raw]
     if len(items) > MAX_BATCH:
@@ -104,13 +140,19 @@ async def post_events(request: Request, service: ServiceDep, caller: MarksWriter
                              "msg": "this key does not serve this school"})
             continue
         valid.append((prefix, event))
-    reasons = await service.ingestor.rejections([event for _, event in valid])
-    accepted = []
+    outcomes = await service.ingestor.forecast([event for _, event in valid])
     exchange = service.events_exchange
     if exchange is None:
         raise HTTPException(503, "broker not connected")
-    for (prefix, event), reason in zip(valid, reasons, strict=True):
-        if reason is not None:
+    now = service.clock.now()
+    zones = await _school_zones(engine, cache, {
+        event.school_urn for (_, event), outcome in zip(valid, outcomes, strict=True)
+        if outcome.status == "parked"})
+    accepted: list[str] = []
+    parked: list[ParkedEvent] = []
+    for (prefix, event), outcome in zip(valid, outcomes, strict=True):
+        if outcome.status == "rejected":
+            reason = outcome.reason or ""
             problems.append({"loc": [*prefix, _REJECTED_FIELD.get(reason.split(":")[0], "date")],
                              "msg": reason, "type": "rejected"})
             continue
@@ -119,10 +161,17 @@ async def post_events(request: Request, service: ServiceDep, caller: MarksWriter
         body = json.dumps(event.model_dump(mode="json", by_alias=True)).encode()
         await exchange.publish(persistent_message(body, message_id=event.event_id),
                                routing_key=routing_key(event))
-        accepted.append(event.event_id)
+        if outcome.status == "parked":
+            parked.append(ParkedEvent(
+                event_id=event.event_id, pupil_id=event.pupil_id, reason=_PARKED_REASON,
+                discard_on=discard_on(now, parked_days, zones[event.school_urn])))
+        else:
+            accepted.append(event.event_id)
+    answer = EventsAccepted(accepted=accepted, parked=parked)
     if problems:
-        return JSONResponse({"accepted": accepted, "detail": problems}, status_code=422)
-    return EventsAccepted(accepted=accepted)
+        return JSONResponse({**answer.model_dump(mode="json"), "detail": problems},
+                            status_code=422)
+    return answer
 
 
 class Task(BaseModel):

@@ -22,6 +22,7 @@ from servicekit.housekeeping import Housekeeping
 from servicekit.key_admin import key_command, keys_router
 from servicekit.keys import KeyStore
 from servicekit.limits import BodyLimit
+from servicekit.openapi import service_app
 from servicekit.outbox import OutboxRelay
 from servicekit.runtime import Workers, serve
 from servicekit.web import install_keys, operations_router
@@ -35,6 +36,7 @@ from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
 from triage.migrations import upgrade
 from triage.models import api_keys, outbox
+from triage.parked import router as parked_router
 from triage.replies import EVENT_ADAPTER as NOTIFIER_EVENTS
 from triage.replies import ReplyRecorder
 from triage.scheduler import Scheduler
@@ -154,7 +156,7 @@ class TriageService:
 
 
 def create_app(service: TriageService) -> FastAPI:
-    app = FastAPI(title="Absence triage", version="1.0.0")
+    app = service_app("Absence triage", "1.0.0")
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes)
     deps.install(app, service)
     install_keys(app, service.settings.api_token, service.keys, service.clock)
@@ -163,6 +165,7 @@ def create_app(service: TriageService) -> FastAPI:
     app.include_router(today_router)
     app.include_router(attendance_router)
     app.include_router(staff_router)
+    app.include_router(parked_router)
     app.include_router(keys_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
     return app

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from triage.ingest import Ingestor
 from triage.schools import SchoolContextCache
+from triage.settings import TriageSettings
 
 
 class TriageParts(Protocol):
@@ -31,6 +32,9 @@ class TriageParts(Protocol):
 
     @property
     def schools(self) -> SchoolContextCache: ...
+
+    @property
+    def settings(self) -> TriageSettings: ...
 
     @property
     def events_exchange(self) -> AbstractExchange | None:
@@ -65,10 +69,16 @@ def _schools(service: ServiceDep) -> SchoolContextCache:
     return service.schools
 
 
+def _parked_days(service: ServiceDep) -> int:
+    return service.settings.parked_event_days
+
+
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 SchoolsDep = Annotated[SchoolContextCache, Depends(_schools)]
 ClockDep = Annotated[Clock, Depends(_clock)]
 IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
+# TRIAGE_PARKED_EVENT_DAYS: how long a parked event waits for the roster (triage.housekeeping).
+ParkedDaysDep = Annotated[int, Depends(_parked_days)]
 
 # The caller, when their key has the scope the route needs (docs/security.md).
 SchoolsWriter = Annotated[Principal, Depends(requires(Scope.SCHOOLS_WRITE))]

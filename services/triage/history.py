@@ -109,6 +109,13 @@ async def marks_between(conn: AsyncConnection, school_urn: str, pupil_ids: Itera
     return found[school_urn]
 
 
+async def known_pupils(conn: AsyncConnection, keys: Iterable[PupilKey]) -> set[PupilKey]:
+    """The keys the roster names, on roll or not (the others' events are parked)."""
+    rows = await conn.execute(
+        pupil_rows(conn.dialect.name, pupils, ("school_urn", "pupil_id")), pupil_keys(conn, keys))
+    return {(urn, pupil_id) for urn, pupil_id in rows.all()}
+
+
 async def roster_records_many(conn: AsyncConnection, keys: Iterable[PupilKey]
                               ) -> dict[PupilKey, tuple[dict[str, Any], bool]]:
     rows = await conn.execute(

@@ -87,20 +87,29 @@ class Ingestor:
             self._told = 0
             self._on_cancelled()
 
-    async def rejections(self, events: list[Event]) -> list[str | None]:
-        """`rejection` for each event, as the consumer will judge it now, and an `event_id`
-        already used for other content."""
+    async def forecast(self, events: list[Event]) -> list[Outcome]:
+        """What the consumer will do with each event, judged now: `rejection`, an `event_id`
+        already used for other content, or parking for a pupil the roster does not name
+        (docs/contract.md §2 "HTTP ingest" answers item by item with this)."""
         async with self._engine.connect() as conn:
             contexts = await self._schools.load(conn, {e.school_urn for e in events})
             stored = await _stored_contents(conn, [e.event_id for e in events])
+            known = await history.known_pupils(conn, {(e.school_urn, e.pupil_id) for e in events})
         now = self._clock.now()
-        reasons = []
+        outcomes = []
         for event in events:
             reason = rejection(event, contexts.get(event.school_urn), now)
-            if reason is None and event.event_id in stored:
-                reason = _repeated(event, stored[event.event_id]).reason
-            reasons.append(reason)
-        return reasons
+            if reason is not None:
+                outcome = Outcome("rejected", reason)
+            elif event.event_id in stored and (
+                    repeat := _repeated(event, stored[event.event_id])).status == "rejected":
+                outcome = repeat
+            elif (event.school_urn, event.pupil_id) not in known:
+                outcome = Outcome("parked", UNKNOWN_PUPIL)
+            else:
+                outcome = Outcome("applied")
+            outcomes.append(outcome)
+        return outcomes
 
     async def unpark(self, school_urn: str) -> int:
         """Apply events that were waiting for pupils the roster now names."""
@@ -175,8 +184,12 @@ class Ingestor:
 
 
 def rejection(event: Event, context: SchoolContext | None, now: dt.datetime) -> str | None:
-    """Why the event cannot be applied, or None. The HTTP ingest asks the same question, so
-    an item it accepts is one the consumer will apply (or park, for an unknown pupil)."""
+    """Why the event cannot be applied, or None. The HTTP ingest asks the same question
+    (`Ingestor.forecast`), so an item it accepts is one the consumer will apply.
+
+    A mark dated long ago is not refused: it updates the pupil's record and the rates and
+    contacts nobody (docs/rules.md "Stale marks"); only a date outside the school's uploaded
+    terms, or before 2000 (the schema), is."""
     # "kind: detail": the metrics label a rejection by the part before the colon, so the data
     # (URNs, dates) stays out of the label and the series stay bounded.
     if context is None:
@@ -193,6 +206,7 @@ def rejection(event: Event, context: SchoolContext | None, now: dt.datetime) -> 
 
 
 REUSED_EVENT_ID = "event_id reused"
+UNKNOWN_PUPIL = "unknown pupil: not on the school's roster"
 
 
 def _content(event: Event) -> dict[str, object]:

@@ -28,13 +28,18 @@ def warn_if_parked_before(now: dt.datetime, parked_days: int, warn_days: int) ->
     return now - dt.timedelta(days=max(parked_days - warn_days, 0))
 
 
+def discard_on(parked_at: dt.datetime, parked_days: int, tz: dt.tzinfo) -> dt.date:
+    """The school-local day a mark parked at `parked_at` is discarded (triage.housekeeping)."""
+    return (parked_at + dt.timedelta(days=parked_days)).astimezone(tz).date()
+
+
 def details(parked: Sequence[tuple[str, dt.datetime]], parked_days: int,
             tz: dt.tzinfo) -> dict[str, str | int | float]:
     """`parked`: (pupil id, parked at) of each mark about to go, oldest first."""
     pupil_ids = sorted({pupil_id for pupil_id, _ in parked})
-    first_discard = min(at for _, at in parked) + dt.timedelta(days=parked_days)
+    first_discard = discard_on(min(at for _, at in parked), parked_days, tz)
     return {"count": len(parked), "pupils": len(pupil_ids), "pupil_ids": ", ".join(pupil_ids),
-            "discard_on": first_discard.astimezone(tz).date().isoformat()}
+            "discard_on": first_discard.isoformat()}
 
 
 RULE = Rule(id=ID, plan=None)
