@@ -280,9 +280,10 @@ class Dispatcher:
         """The settled row's status and what goes with it."""
         started = not delivery.refused and (delivery.started or delivery.result is not None)
         if delivery.result is not None:
-            log.info("notifier.send.sent notification_id=%s channel=%s rule=%s", row.id,
-                     row.channel, row.rule)
-            return Settlement(Status.SENT, delivery.attempts,
+            handed_over = Status(delivery.result.status)
+            log.info("notifier.send.%s notification_id=%s channel=%s rule=%s", handed_over,
+                     row.id, row.channel, row.rule)
+            return Settlement(handed_over, delivery.attempts,
                               provider_id=delivery.result.provider_id, started=started)
         error = delivery.error
         if delivery.refused:

@@ -6,7 +6,7 @@ Each provider raises `ProviderError` classified by `errors.classify`; the single
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class OutgoingMessage:
 @dataclass(frozen=True)
 class ProviderResult:
     provider_id: str
-    status: str = "sent"
+    # "written": the local outbox kept it in a file, nothing left the machine.
+    status: Literal["sent", "written"] = "sent"
 
 
 class ProviderError(Exception):
