@@ -21,11 +21,11 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from broker_messages.contact import Channel, ContactRequest, Recipient
 import phonenumbers
 from babel.dates import format_date
 from babel.lists import format_list
 from babel.numbers import format_decimal
+from broker_messages.contact import Channel, ContactRequest, Recipient, RecipientRole
 from jinja2 import (
     Environment,
     FileSystemLoader,
@@ -37,6 +37,28 @@ from jinja2 import (
 from jinja2.runtime import Context
 
 FALLBACK_LANGUAGE = "en"
+# Whom each rule's templates are written for (docs/rules.md "The rules", the recipients of
+# triage's planners), the first being the one a preview shows unless asked for another. A
+# family template names a child by first name only; a professional one needs the full name and
+# the pupil id, which a family's context does not carry.
+AUDIENCES: dict[str, tuple[RecipientRole, ...]] = {
+    "first_day_contact": ("parent",),
+    "attendance_update": ("parent",),
+    "attendance_stage1": ("parent", "attendance_officer"),
+    "persistent_absence": ("parent", "attendance_officer", "local_authority"),
+    "day3_home_visit": ("attendance_officer", "dsl"),
+    "social_worker_unexplained": ("social_worker",),
+    "looked_after_unexplained": ("virtual_school",),
+    "family_unreachable": ("attendance_officer", "social_worker"),
+    "unexplained_not_recoded": ("attendance_officer",),
+    "parked_marks_expiring": ("attendance_officer",),
+    "penalty_notice_threshold": ("attendance_officer", "headteacher"),
+    "severe_absence": ("attendance_officer", "dsl", "local_authority", "social_worker"),
+    "continuous_absence_10_days": ("local_authority",),
+    "ehcp_absence_15_days": ("local_authority",),
+    "la_referral": ("local_authority",),
+    "register_removal": ("local_authority", "social_worker"),
+}
 
 
 @dataclass(frozen=True)
