@@ -177,3 +177,19 @@ async def test_every_template_previews_for_its_own_recipients(stack: Stack) -> N
     assert "Thursday 19 November 2026" in day3 and "Monday 23 November 2026" in day3
     text = (await _preview(stack, "first_day_contact", {"language": "cy"})).json()
     assert (text["encoding"], text["segments"], text["outside_gsm"]) == ("GSM-7", 1, "")
+
+
+def test_a_welsh_diacritic_in_a_name_costs_ucs2_and_is_kept() -> None:
+    """templates/README.md "Welsh texts": the templates' own Welsh needs no circumflex, but a
+    name may (Siân, Ysgol Bro Tâf). It is sent as written, never transliterated: UCS-2, three
+    segments at the longest, the cost recorded here."""
+    library = TemplateLibrary(TEMPLATES)
+    request = _request("first_day_contact").model_copy(update={
+        "school": School(urn="123456", name="Ysgol Gynradd Gymraeg Bro Tâf", phone="+441632960000"),
+        "pupils": (PupilRef(pupil_id="P1", given_name="Siân-Gwenllïan Angharad"[:20],
+                            family_name="X"),)})
+    body = library.render_request(request, _recipient("parent", "cy", "sms"), "sms",
+                                  NEXT_MORNING).body
+    assert "Bro Tâf" in body and "Siân" in body
+    cost = sms_cost(body)
+    assert (cost.encoding, cost.segments, cost.outside_gsm) == ("UCS-2", 3, "âï")
