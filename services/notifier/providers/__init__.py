@@ -18,6 +18,9 @@ class OutgoingMessage:
     subject: str | None = None
     html: str | None = None
     language: str = "en"
+    # Email: `From` shows this name (the school's) and replies go to `reply_to`.
+    sender_name: str | None = None
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ class OutboxFile:
         path = self._path(message)
         lines = [BANNER.format(provider=self._provider), f"Channel: {message.channel}",
                  f"To: {message.to}"]
+        if message.sender_name:
+            lines.append(f"From: {message.sender_name}")
+        if message.reply_to:
+            lines.append(f"Reply-To: {message.reply_to}")
         if message.subject:
             lines.append(f"Subject: {message.subject}")
         text = "\n".join([*lines, "", message.body, ""])
