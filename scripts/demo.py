@@ -333,7 +333,7 @@ def parent_replies(client: httpx.Client, notifier: str, day: dt.date,
         return ("No parent reply: the notifier has no local TWILIO_AUTH_TOKEN to sign one with "
                 "(`make run` makes one when no Twilio account is configured).")
     texts = [n for n in sent if n["rule"] == "first_day_contact" and n["channel"] == "sms"
-             and REPLYING in n["pupil_ids"] and n["status"] in ("sent", "delivered")]
+             and REPLYING in n["pupil_ids"] and n["status"] in ("sent", "written", "delivered")]
     if not texts:
         return ("No parent reply: the first-day text has not gone out yet (quiet hours or a "
                 "day that is not a school day); run 'make demo' again once it has.")
@@ -377,7 +377,8 @@ def main() -> None:
     print("\n".join(_summary(sent)))
     print(f"\n{reply}")
     outbox = os.environ.get("OUTBOX_DIR", "var/outbox")
-    print(f"Messages not sent for real are in {outbox}/ (one file each).")
+    print(f"Messages marked `written` were not sent to anyone: with no Twilio or SMTP "
+          f"configured they are in {outbox}/ (one file each).")
     if any(n["status"] == "pending" for n in sent):
         print("Texts still pending are held for quiet hours or a non-school day; they go out "
               "when the school's contact window opens (08:00 on the next school day).")

@@ -10,6 +10,10 @@ from zoneinfo import ZoneInfo
 LONDON = ZoneInfo("Europe/London")
 URN = "123456"
 MONDAY = dt.date(2026, 11, 23)
+# The longest names a message must carry in one SMS segment (issue 16): a 30-character school
+# name and a 20-character first name.
+LONGEST_SCHOOL_NAME = "Ysgol Gynradd Gymraeg Bro Tawe"
+LONGEST_GIVEN_NAME = "Maximilian-Alexander"
 
 
 def contact(priority: int = 1, *, phone: str | None = "+447700900001",

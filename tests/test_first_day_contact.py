@@ -198,5 +198,7 @@ async def test_families_messages_carry_no_code_or_comment(stack: Stack) -> None:
         assert "Sally" in body or "Millbrook" in body
         assert "hospital" not in body and "Smith" not in body
         assert " N " not in f" {body} " and "code" not in body.lower()
-    assert "Monday 23 November 2026" in text
+    # Sent on the day: "today" (one SMS segment), the date in words in the email.
+    assert "Sally is not in school today" in text
+    assert "Monday 23 November 2026" in bodies[1]
     assert MONDAY.isoformat() not in text

@@ -133,7 +133,7 @@ async def test_social_workers_alert_says_what_was_done_and_links_to_the_pupil(
             "23 November 2026 (AM session)") in text
     assert "Family contacts requested so far: 1" in text, "the first-day text goes out with it"
     assert "Home visit planned: no" in text
-    assert "School contact: R Baish, +441235764822" in text
+    assert "School contact: R Baish, 01235 764822" in text
     link = f"{STAFF_URL}/pupils/123456/P1?date=2026-11-23"
     assert f"View Sally Smith in the staff app: {link}" in text
     assert f'<a href="{link}">' in monday.get_body(("html",)).get_content()
@@ -163,6 +163,6 @@ async def test_without_a_staff_url_the_alerts_carry_no_link(stack: Stack) -> Non
     for email in alerts:
         text = email.get_body(("plain",)).get_content()
         assert "Family contacts requested so far: 1" in text
-        assert "School contact: R Baish, +441235764822" in text
+        assert "School contact: R Baish, 01235 764822" in text
         assert "staff app" not in text and "http" not in text
         assert "href" not in email.get_body(("html",)).get_content()

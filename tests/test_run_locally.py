@@ -116,7 +116,7 @@ async def test_demo_fills_the_outbox_on_embedded_defaults(
                     and n["channel"] == "sms"]
     assert sorted(p for n in family_texts for p in n["pupil_ids"]) == [
         "D001", "D002", "D004", "D005", "D006"], output
-    assert all(n["status"] == "sent" for n in family_texts)
+    assert all(n["status"] == "written" for n in family_texts), "no provider: nothing was sent"
     # The demo's signed reply reached the notifier and was matched to Amelia's family.
     assert [(r["matched"], r["pupil_ids"]) for r in replies] == [(True, ["D001"])], output
     assert any(t["kind"] == "home_visit" and t["pupil_id"] == "D007" for t in tasks)

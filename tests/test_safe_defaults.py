@@ -80,7 +80,7 @@ async def test_outbox_files_and_their_directory_are_the_owners_only(tmp_path: Pa
     outbox = OutboxFile(tmp_path / "outbox", "Twilio account")
     message = OutgoingMessage(notification_id="n7", channel="sms", to="+447700900001",
                               body="Sally was not in school today.")
-    await outbox.send(message)
+    assert (await outbox.send(message)).status == "written", "a file is not a sent message"
     assert _mode(tmp_path / "outbox") == 0o700
     assert [_mode(path) for path in (tmp_path / "outbox").iterdir()] == [0o600]
 

@@ -249,6 +249,8 @@ def _tenancy_calls(task_id: int) -> dict[tuple[str, str, str], list[Call]]:
         # Twilio's webhooks take Twilio's signature, not a key.
         ("notifier", "POST", "/twilio/status"): [({}, None, _refused)],
         ("notifier", "POST", "/twilio/inbound"): [({}, None, _refused)],
+        # Signed by the inbound-parse provider, not an API key: unsigned is refused.
+        ("notifier", "POST", "/inbound/email"): [({}, None, _refused)],
     }
 
 

@@ -184,6 +184,10 @@ def test_the_contact_state_follows_the_furthest_point_reached() -> None:
     assert contact_of(absence, [held, held | {"status": "delivered"}], [], now
                       ).state.key == "delivered"
     assert contact_of(absence, [held], [{"body": "ill"}], now).state.key == "replied"
+    # Written to the local outbox is not sent: nobody told the family.
+    written = contact_of(absence, [held | {"status": "written"}], [], now).state
+    assert (written.key, written.attention) == ("written", True)
+    assert "Not sent" in written.label
     unreachable = absence | {"open_tasks": [{"kind": "family_unreachable"}]}
     assert contact_of(unreachable, [], [], now).state.key == "unreachable"
     waiting = {"actions": [{"rule": "first_day_contact", "status": "pending",

@@ -54,9 +54,16 @@ def _parts(library: TemplateLibrary, rule: str, role: str, language: str) -> lis
     return texts
 
 
+# Register housekeeping for school staff, written in English only (templates/README.md): a
+# Welsh recipient gets the English text, with English dates, rather than a half translation.
+ENGLISH_ONLY = frozenset({"unexplained_not_recoded", "parked_marks_expiring"})
+
+
 def test_every_rule_has_every_channel_and_language() -> None:
     missing = [f"{rule}/{channel}.{lang}.{part}.j2"
-               for rule in ALL_RULES for lang in LANGUAGES for channel in CHANNELS
+               for rule in ALL_RULES
+               for lang in (("en",) if rule in ENGLISH_ONLY else LANGUAGES)
+               for channel in CHANNELS
                for part in (("subject", "txt", "html") if channel == "email" else ("txt",))
                if not (TEMPLATES / rule / f"{channel}.{lang}.{part}.j2").exists()
                ]
@@ -106,4 +113,4 @@ def test_unexplained_alert_emails_link_to_the_staff_app_only_when_it_is_set(
             assert f"{STAFF_URL}/pupils/123456/{pupil_id}?date=2026-11-23" in text
     unlinked = TemplateLibrary(TEMPLATES).render_request(request, recipient, "email")
     assert "http" not in unlinked.body + (unlinked.html or "")
-    assert "R Baish, +441235764822" in unlinked.body
+    assert "R Baish, 01235 764822" in unlinked.body

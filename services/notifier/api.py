@@ -24,6 +24,8 @@ from notifier.deps import (
     TemplatesReader,
 )
 from notifier.models import notifications, replies
+from notifier.sms_cost import sms_cost
+from notifier.templates import AUDIENCES
 
 log = logging.getLogger(__name__)
 
@@ -170,22 +172,33 @@ class Preview(BaseModel):
     rule: str
     channel: Channel
     language: str
+    # The recipient role rendered for, and every role this rule's messages go to.
+    role: str
+    roles: list[str]
     subject: str | None
     body: str
     html: str | None
+    # SMS only: what the text costs (GSM-7 160 characters a segment, UCS-2 70) and, for UCS-2,
+    # the characters that forced it.
+    encoding: str | None = None
+    segments: int | None = None
+    outside_gsm: str | None = None
 
 
 def _sample_request(rule: str) -> ContactRequest:
+    """A request as triage would send it for `rule`, with sample figures: absent since Thursday,
+    day 3 on the Monday, and every `details` key some rule's planner sets (triage/rules/)."""
     return ContactRequest(
         request_id=f"preview:{rule}", rule=rule,
         school=School(urn="000000", name="Millbrook Primary School", phone="+441235764822"),
-        date=dt.date(2026, 11, 23), episode_start=dt.date(2026, 11, 23),
+        date=dt.date(2026, 11, 23), episode_start=dt.date(2026, 11, 19),
         pupils=(PupilRef(pupil_id="P0001", given_name="Sally", family_name="Smith"),),
-        # What the rules put in `details` (their planners under triage/rules/), with sample
-        # figures: the rate rules' rates, the unexplained-absence alerts' facts.
         details={"attendance_percent": 89.5, "absence_percent": 10.5, "possible_sessions": 124,
                  "sessions": "AM", "contact_attempts": 1, "home_visit_planned": 0,
-                 "school_contact": "R Baish"},
+                 "school_contact": "R Baish", "visit_day": "2026-11-23",
+                 "recode_within_days": 5, "about_rule": "first day contact",
+                 "contacts_tried": 2, "count": 3, "pupils": 2, "pupil_ids": "P0107, P0108",
+                 "discard_on": "2026-12-04"},
         requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
     )
 
@@ -197,20 +210,23 @@ async def preview_template(
     rule: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
     channel: Channel = "sms",
     language: Annotated[str, Query(pattern=r"^[a-z]{2,3}$")] = "en",
-    role: Annotated[str, Query(pattern=r"^[a-z_]{1,32}$")] = "parent",
+    role: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
 ) -> Any:
     """Render a template with sample data, for staff to review wording (falls back to English
-    as a real message would)."""
+    as a real message would). Without `role`, for the rule's first recipient role (AUDIENCES):
+    a staff alert is never previewed as if it went to a parent."""
+    roles: list[str] = list(AUDIENCES.get(rule, ("parent",)))
+    role = role or roles[0]
     sample = _sample_request(rule)
     try:
         recipient = Recipient(role=role, ref="preview", name="Jane Smith",  # type: ignore[arg-type]
                               phone="+447700900001", email="jane@example.com",
                               language=language, channels=(channel,))
     except ValueError as error:
-        raise HTTPException(422, f"unknown recipient role {role!r}") from error
+        raise HTTPException(422, f"unknown recipient role {role!r}; {rule} goes to: "
+                            f"{', '.join(roles)}") from error
     try:
         if rule == UNREACHABLE_RULE:
-            recipient = recipient.model_copy(update={"role": "attendance_officer"})
             sample = sample.model_copy(update={"family": (recipient,)})
             rendered = render_unreachable(templates, sample, recipient, channel)
         else:
@@ -218,6 +234,11 @@ async def preview_template(
     except TemplateNotFound as error:
         raise HTTPException(404, f"no {channel} template for {rule}") from error
     except TemplateError as error:
-        raise HTTPException(422, f"template error: {error}") from error
-    return Preview(rule=rule, channel=channel, language=language, subject=rendered.subject,
-                   body=rendered.body, html=rendered.html)
+        raise HTTPException(422, f"template error for role {role}: {error}; {rule} goes to: "
+                            f"{', '.join(roles)}") from error
+    cost = sms_cost(rendered.body) if channel == "sms" else None
+    return Preview(rule=rule, channel=channel, language=language, role=role, roles=roles,
+                   subject=rendered.subject, body=rendered.body, html=rendered.html,
+                   encoding=cost.encoding if cost else None,
+                   segments=cost.segments if cost else None,
+                   outside_gsm=cost.outside_gsm if cost else None)

@@ -34,8 +34,10 @@ from notifier import deps
 from notifier.api import api
 from notifier.cancellation import Cancellations
 from notifier.dispatch import Dispatcher
+from notifier.email_replies import EmailReplyDesk
 from notifier.fallback import FamilyChase
 from notifier.housekeeping import notifier_purges
+from notifier.inbound_email import MAX_INBOUND_EMAIL_BYTES, inbound
 from notifier.intake import Intake
 from notifier.metrics import NotifierMetrics
 from notifier.migrations import upgrade
@@ -122,6 +124,8 @@ class NotifierService:
         self.replies = ReplyDesk(self.engine, self.clock,
                                  dt.timedelta(days=settings.reply_match_days),
                                  on_published=self._outbox_written)
+        self.email_replies = EmailReplyDesk(self.engine, self.clock, settings.reply_domain,
+                                            on_published=self._outbox_written)
         self.housekeeping = Housekeeping("notifier", self.engine, self.clock,
                                          functools.partial(notifier_purges, settings))
         self.relay: OutboxRelay | None = None
@@ -146,6 +150,7 @@ class NotifierService:
                 "sms": TokenBucket(self.settings.sms_per_second * PACING, self.timer),
                 "voice": TokenBucket(self.settings.calls_per_second * PACING, self.timer),
             },
+            reply_domain=self.settings.reply_domain,
         )
         self.connection = await broker.connect(self.settings.amqp_url)
         channel = await broker.confirmed_channel(self.connection)
@@ -217,11 +222,13 @@ class NotifierService:
 def create_app(service: NotifierService) -> FastAPI:
     app = service_app("Absence notifier", "1.0.0")
     app.add_middleware(BodyLimit, max_bytes=service.settings.max_body_bytes,
-                       by_prefix={webhooks.prefix: MAX_WEBHOOK_BYTES})
+                       by_prefix={webhooks.prefix: MAX_WEBHOOK_BYTES,
+                                  inbound.prefix: MAX_INBOUND_EMAIL_BYTES})
     deps.install(app, service)
     install_keys(app, service.settings.api_token, service.keys, service.clock)
     app.include_router(api)
     app.include_router(webhooks)
+    app.include_router(inbound)
     app.include_router(keys_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
     return app

@@ -66,6 +66,7 @@ def notification_rows(
             "family_index": family_index,
             "language": recipient.language,
             "note": _held_note(due, now, request),
+            "sender_name": request.school.name if channel == "email" else None,
         })
     return rows
 

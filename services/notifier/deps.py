@@ -15,6 +15,7 @@ from servicekit.web import requires
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notifier.dispatch import Dispatcher
+from notifier.email_replies import EmailReplyDesk
 from notifier.fallback import FamilyChase
 from notifier.metrics import NotifierMetrics
 from notifier.replies import ReplyDesk
@@ -43,6 +44,9 @@ class NotifierParts(Protocol):
 
     @property
     def replies(self) -> ReplyDesk: ...
+
+    @property
+    def email_replies(self) -> EmailReplyDesk: ...
 
     @property
     def dispatcher(self) -> Dispatcher | None:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from notifier import notification_store, optout
+from notifier.email_replies import reply_address
 from notifier.fallback import FamilyChase
 from notifier.metrics import NotifierMetrics
 from notifier.notification_store import Settlement, Status
@@ -64,8 +65,11 @@ class Dispatcher:
                  metrics: NotifierMetrics, *, attempts: int, initial_wait: float,
                  chase: FamilyChase, max_wait: float = 30.0,
                  claim_expiry: dt.timedelta = dt.timedelta(minutes=10), rate_limits: dict[str, TokenBucket] | None = None,
-                 batch_size: int = 100, concurrency: int = 20) -> None:
+                 batch_size: int = 100, concurrency: int = 20,
+                 reply_domain: str | None = None) -> None:
+        """`reply_domain`: NOTIFIER_REPLY_DOMAIN, where family emails' replies are received."""
         self._engine = engine
+        self._reply_domain = reply_domain
         self._clock = clock
         self._providers = providers
         self._metrics = metrics
@@ -180,7 +184,8 @@ class Dispatcher:
     async def _send_and_settle(self, row: Row[Any], *, opted_out: bool) -> None:
         message = OutgoingMessage(notification_id=row.id, channel=row.channel, to=row.to,
                                   body=row.body, subject=row.subject, html=row.html,
-                                  language=row.language)
+                                  language=row.language, sender_name=row.sender_name,
+                                  reply_to=self._reply_to(row))
         async with self._slots:
             if opted_out:
                 delivery = Delivery(error=ProviderError(
@@ -245,6 +250,13 @@ class Dispatcher:
                                                           retryable=False), started=started)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    def _reply_to(self, row: Row[Any]) -> str | None:
+        """A family email's reply address: one per message, so the inbound-email webhook knows
+        which family, pupils and episode a reply answers (notifier.email_replies)."""
+        if row.channel != "email" or row.kind != "family" or not self._reply_domain:
+            return None
+        return reply_address(row.id, self._reply_domain)
+
     async def _start_send(self, notification_id: str, claimed_at: dt.datetime) -> bool:
         """The guard. A cancellation recorded after this commit finds the send started and
         lets it settle as the provider says."""
@@ -280,9 +292,10 @@ class Dispatcher:
         """The settled row's status and what goes with it."""
         started = not delivery.refused and (delivery.started or delivery.result is not None)
         if delivery.result is not None:
-            log.info("notifier.send.sent notification_id=%s channel=%s rule=%s", row.id,
-                     row.channel, row.rule)
-            return Settlement(Status.SENT, delivery.attempts,
+            handed_over = Status(delivery.result.status)
+            log.info("notifier.send.%s notification_id=%s channel=%s rule=%s", handed_over,
+                     row.id, row.channel, row.rule)
+            return Settlement(handed_over, delivery.attempts,
                               provider_id=delivery.result.provider_id, started=started)
         error = delivery.error
         if delivery.refused:

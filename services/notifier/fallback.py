@@ -29,7 +29,7 @@ from notifier import chains, notification_store
 from notifier.chains import ChainState
 from notifier.compose import notification_rows
 from notifier.models import outbox
-from notifier.notification_store import Status
+from notifier.notification_store import HANDED_OVER, Status
 from notifier.templates import TemplateLibrary
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ class ChannelState:
 
 
 def reached(channel: str, status: str) -> bool:
-    """A contact is reached when any channel is delivered; email accepted by SMTP counts."""
-    return status == Status.DELIVERED or (channel == "email" and status == Status.SENT)
+    """A contact is reached when any channel is delivered; email accepted by SMTP counts (and,
+    with no provider, email written to the outbox, so a local run chases as a real one)."""
+    return status == Status.DELIVERED or (channel == "email" and status in HANDED_OVER)
 
 
 def contact_outcome(states: Iterable[ChannelState], now: dt.datetime,
@@ -63,7 +64,7 @@ def contact_outcome(states: Iterable[ChannelState], now: dt.datetime,
     for state in states:
         if state.status in NOT_DELIVERED:
             continue
-        if state.status == Status.SENT and state.sent_at is not None:
+        if state.status in HANDED_OVER and state.sent_at is not None:
             expires = state.sent_at + wait
             if expires <= now:
                 continue

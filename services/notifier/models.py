@@ -63,6 +63,8 @@ notifications = Table(
     Column("send_started_at", UtcDateTime, nullable=True),
     # For staff: why a row was cancelled, or that a cancellation came while it was being sent.
     Column("note", Text, nullable=True),
+    # Email: the display name of `From` (the school's name), so a parent sees who wrote.
+    Column("sender_name", String(200), nullable=True),
     # The same request delivered twice creates nothing new: exactly-once effect.
     UniqueConstraint("request_id", "recipient_ref", "channel", name="uq_notification_request"),
     Index("ix_notifications_dispatch", "status", "due_at"),
@@ -140,14 +142,15 @@ opt_outs = Table(
     PrimaryKeyConstraint("school_urn", "phone", name="pk_opt_outs"),
 )
 
-# Inbound SMS, matched to a school's contact (one row per school) or flagged as unmatched.
+# Inbound SMS, matched to a school's contact (one row per school) or flagged as unmatched, and
+# email replies (notifier.email_replies: `from_phone` is then the sender's address).
 replies = Table(
     "replies",
     metadata,
     Column("id", String(120), primary_key=True),
     Column("message_sid", String(64), nullable=False),
     Column("school_urn", String(8), nullable=True),
-    Column("from_phone", String(32), nullable=False),
+    Column("from_phone", String(254), nullable=False),
     Column("body", Text, nullable=False),
     # reply | opt_out | opt_in
     Column("kind", String(12), nullable=False),

@@ -46,6 +46,8 @@ class Status(StrEnum):
     PENDING = "pending"
     SENDING = "sending"  # claimed by a dispatcher
     SENT = "sent"
+    # Written to the local outbox (no provider configured): nobody received it.
+    WRITTEN = "written"
     DELIVERED = "delivered"
     UNDELIVERED = "undelivered"
     FAILED = "failed"
@@ -55,6 +57,8 @@ class Status(StrEnum):
 
 _OPEN = frozenset({Status.PENDING, Status.SENDING})
 _RECEIPTED = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED})
+# A provider took the message: `sent` by Twilio or SMTP, `written` to the local outbox.
+HANDED_OVER = frozenset({Status.SENT, Status.WRITTEN})
 
 # transition -> the statuses it may start from.
 TRANSITIONS: dict[str, frozenset[Status]] = {
@@ -168,7 +172,7 @@ async def settle(conn: AsyncConnection, row: Row[Any], settlement: Settlement,
         "status": settlement.status, "error": settlement.error,
         "attempts": row.attempts + settlement.attempts, "updated_at": now, "claimed_at": None,
         "uncertain": False}
-    if settlement.status == Status.SENT:
+    if settlement.status in HANDED_OVER:
         values.update(provider_id=settlement.provider_id, sent_at=now)
     if settlement.started:
         # A cancellation recorded after the send started: the record says it went anyway.

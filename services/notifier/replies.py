@@ -37,7 +37,7 @@ from notifier.models import (
 from notifier.notification_store import Status
 
 # A message that reached (or is reaching) the number: what a reply can be an answer to.
-_ANSWERABLE = (Status.SENDING, Status.SENT, Status.DELIVERED)
+_ANSWERABLE = (Status.SENDING, Status.SENT, Status.WRITTEN, Status.DELIVERED)
 
 log = logging.getLogger(__name__)
 

@@ -56,6 +56,11 @@ class NotifierSettings(ServiceSettings):
     outbox_dir: Path = Field(Path("var/outbox"), validation_alias="OUTBOX_DIR")
     # The staff web app's base URL: professional alerts link to the pupil there. Unset: no link.
     staff_url: AnyHttpUrl | None = None
+    # Family emails: replies go to reply+{notification id}@{reply_domain}, a domain whose mail
+    # an inbound-parse provider posts to POST /inbound/email. Unset: no Reply-To is set.
+    reply_domain: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    # HMAC-SHA256 key of that webhook's X-Signature. Unset: the webhook answers 404.
+    inbound_email_secret: SecretStr | None = None
 
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

@@ -3,6 +3,9 @@
 `StrictUndefined` turns a missing variable into an error in a test rather than a blank in a
 parent's text; HTML email templates are autoescaped, so a name can never inject markup.
 Family messages get only what docs/rules.md "Contacting people" allows: first name, date, school name and phone.
+Dates and numbers are written for the template's language by Babel (CLDR's `en_GB` and `cy`),
+phone numbers in the national format people dial (phonenumbers); voice scripts read them digit
+by digit (`spoken_digits`).
 A message that goes out later than the day it is about names the day, never "today": the
 context says whether it goes out on that day (`same_day`, from its due time in the school's
 time zone). Professionals' pupils carry `staff_link`, the pupil's page in the staff app (None
@@ -18,16 +21,44 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from broker_messages.contact import Channel, ContactRequest, Recipient
+import phonenumbers
+from babel.dates import format_date
+from babel.lists import format_list
+from babel.numbers import format_decimal
+from broker_messages.contact import Channel, ContactRequest, Recipient, RecipientRole
 from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
     TemplateNotFound,
+    pass_context,
     select_autoescape,
 )
+from jinja2.runtime import Context
 
 FALLBACK_LANGUAGE = "en"
+# Whom each rule's templates are written for (docs/rules.md "The rules", the recipients of
+# triage's planners), the first being the one a preview shows unless asked for another. A
+# family template names a child by first name only; a professional one needs the full name and
+# the pupil id, which a family's context does not carry.
+AUDIENCES: dict[str, tuple[RecipientRole, ...]] = {
+    "first_day_contact": ("parent",),
+    "attendance_update": ("parent",),
+    "attendance_stage1": ("parent", "attendance_officer"),
+    "persistent_absence": ("parent", "attendance_officer", "local_authority"),
+    "day3_home_visit": ("attendance_officer", "dsl"),
+    "social_worker_unexplained": ("social_worker",),
+    "looked_after_unexplained": ("virtual_school",),
+    "family_unreachable": ("attendance_officer", "social_worker"),
+    "unexplained_not_recoded": ("attendance_officer",),
+    "parked_marks_expiring": ("attendance_officer",),
+    "penalty_notice_threshold": ("attendance_officer", "headteacher"),
+    "severe_absence": ("attendance_officer", "dsl", "local_authority", "social_worker"),
+    "continuous_absence_10_days": ("local_authority",),
+    "ehcp_absence_15_days": ("local_authority",),
+    "la_referral": ("local_authority",),
+    "register_removal": ("local_authority", "social_worker"),
+}
 
 
 @dataclass(frozen=True)
@@ -37,28 +68,76 @@ class Rendered:
     html: str | None = None
 
 
-def _long_date(day: dt.date) -> str:
-    return f"{day:%A} {day.day} {day:%B %Y}"
+# Babel locale (CLDR data) per template language. A language with no templates of its own is
+# written in English (FALLBACK_LANGUAGE), and so are its dates.
+LOCALES = {"en": "en_GB", "cy": "cy"}
+# Phone numbers are British unless written with another country's code.
+_REGION = "GB"
+_WELSH_VOWELS = frozenset("aeiouwyâêîôûŵŷáéíóúẃýàèìòùẁỳäëïöüẅÿ")
 
 
-def _day_and_date(day: dt.date) -> str:
+def _locale(context: Context) -> str:
+    return LOCALES.get(str(context.get("language", FALLBACK_LANGUAGE)), LOCALES["en"])
+
+
+@pass_context
+def _long_date(context: Context, day: dt.date) -> str:
+    """'Monday 30 November 2026', 'Dydd Llun 30 Tachwedd 2026'."""
+    return format_date(day, "EEEE d MMMM y", locale=_locale(context))
+
+
+@pass_context
+def _day_and_date(context: Context, day: dt.date) -> str:
     """'Monday 16 November': how a message names a day that is not today."""
-    return f"{day:%A} {day.day} {day:%B}"
+    return format_date(day, "EEEE d MMMM", locale=_locale(context))
 
 
-_WELSH_DAYS = ("Llun", "Mawrth", "Mercher", "Iau", "Gwener", "Sadwrn", "Sul")
-_WELSH_MONTHS = ("Ionawr", "Chwefror", "Mawrth", "Ebrill", "Mai", "Mehefin", "Gorffennaf",
-                 "Awst", "Medi", "Hydref", "Tachwedd", "Rhagfyr")
+@pass_context
+def _on_day(context: Context, day: dt.date) -> str:
+    """'on Monday 16 November'. Welsh says it with the day name alone, soft-mutated: 'ddydd
+    Llun 16 Tachwedd' (CLDR has the name, 'Dydd Llun', not the adverbial form)."""
+    named = _day_and_date(context, day)
+    if _locale(context) == LOCALES["cy"]:
+        return "d" + named[0].lower() + named[1:]
+    return f"on {named}"
 
 
-def _welsh_day_and_date(day: dt.date) -> str:
-    """'Llun 16 Tachwedd': templates put it after 'ddydd' ('on Monday 16 November')."""
-    return f"{_WELSH_DAYS[day.weekday()]} {day.day} {_WELSH_MONTHS[day.month - 1]}"
+@pass_context
+def _number(context: Context, value: float) -> str:
+    return format_decimal(value, locale=_locale(context))
 
 
-def _names(pupils: list[dict[str, str]]) -> str:
+def national_phone(number: str) -> str:
+    """'+441632960000' -> '01632 960000': how British readers write and dial it. A number
+    from abroad keeps its international form; one that cannot be parsed is shown as given."""
+    try:
+        parsed = phonenumbers.parse(number, _REGION)
+    except phonenumbers.NumberParseException:
+        return number
+    # By country code, not validity: Ofcom's drama numbers (01632 960xxx) are British too.
+    if parsed.country_code == phonenumbers.country_code_for_region(_REGION):
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def _spoken_digits(phone: str) -> str:
+    """'01632 960000' -> '0 1 6 3 2, 9 6 0 0 0 0': a voice reads each digit, pausing between
+    groups, instead of 'nine hundred and sixty thousand'."""
+    groups = [" ".join(c for c in group if c.isdigit() or c == "+") for group in phone.split()]
+    return ", ".join(group for group in groups if group)
+
+
+@pass_context
+def _names(context: Context, pupils: list[dict[str, str]]) -> str:
+    """'Tom and Sally'; in Welsh 'Tom a Sally', 'Tom ac Eli': CLDR's Welsh list pattern is
+    'a(c)', leaving the choice to the writer, so it is made here (ac before a vowel)."""
     names = [p["given_name"] for p in pupils]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    if len(names) == 1:
+        return names[0]
+    if _locale(context) != LOCALES["cy"]:
+        return format_list(names, locale=_locale(context))
+    conjunction = "ac" if names[-1][:1].lower() in _WELSH_VOWELS else "a"
+    return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
 
 
 class TemplateLibrary:
@@ -77,13 +156,17 @@ class TemplateLibrary:
         self._env.filters["long_date"] = _long_date
         self._env.filters["names"] = _names
         self._env.filters["day_and_date"] = _day_and_date
-        self._env.filters["welsh_day_and_date"] = _welsh_day_and_date
+        self._env.filters["on_day"] = _on_day
+        self._env.filters["number"] = _number
+        self._env.filters["spoken_digits"] = _spoken_digits
         self._staff_url = staff_url.rstrip("/") if staff_url else None
 
-    def _template(self, rule: str, channel: str, part: str, language: str) -> Any:
+    def _template(self, rule: str, channel: str, part: str, language: str) -> tuple[str, Any]:
+        """The template and the language it is written in (English when there is none in
+        `language`)."""
         for lang in dict.fromkeys([language, FALLBACK_LANGUAGE]):
             try:
-                return self._env.get_template(f"{rule}/{channel}.{lang}.{part}.j2")
+                return lang, self._env.get_template(f"{rule}/{channel}.{lang}.{part}.j2")
             except TemplateNotFound:
                 continue
         raise TemplateNotFound(f"{rule}/{channel}.{language}.{part}.j2")
@@ -92,7 +175,8 @@ class TemplateLibrary:
         self, rule: str, channel: Channel, language: str, context: dict[str, Any]
     ) -> Rendered:
         def part(name: str) -> str:
-            return str(self._template(rule, channel, name, language).render(context)).strip()
+            written_in, template = self._template(rule, channel, name, language)
+            return str(template.render({**context, "language": written_in})).strip()
 
         if channel == "email":
             return Rendered(body=part("txt"), subject=part("subject"), html=part("html"))
@@ -134,7 +218,8 @@ def context_for(request: ContactRequest, recipient: Recipient,
     ]
     return {
         "rule": request.rule,
-        "school": {"name": request.school.name, "phone": request.school.phone or ""},
+        "school": {"name": request.school.name,
+                   "phone": national_phone(request.school.phone) if request.school.phone else ""},
         "date": request.date,
         "same_day": goes_out_on_the_day(request, due),
         "episode_start": request.episode_start,

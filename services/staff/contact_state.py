@@ -45,6 +45,9 @@ def _message_state(rows: list[dict[str, Any]], now: dt.datetime) -> State | None
         return State("delivered", "Delivered")
     if "sent" in statuses:
         return State("sent", "Sent")
+    if "written" in statuses:
+        # No SMS or email provider is configured: the family has not been told.
+        return State("written", "Not sent: written to the local outbox", attention=True)
     pending = [row for row in rows if row["status"] == "pending"]
     if pending:
         due = min(row.get("due_at") or row["created_at"] for row in pending)

@@ -6,7 +6,7 @@ Each provider raises `ProviderError` classified by `errors.classify`; the single
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,16 @@ class OutgoingMessage:
     subject: str | None = None
     html: str | None = None
     language: str = "en"
+    # Email: `From` shows this name (the school's) and replies go to `reply_to`.
+    sender_name: str | None = None
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)
 class ProviderResult:
     provider_id: str
-    status: str = "sent"
+    # "written": the local outbox kept it in a file, nothing left the machine.
+    status: Literal["sent", "written"] = "sent"
 
 
 class ProviderError(Exception):

@@ -1,5 +1,6 @@
 """The local outbox: with no provider configured, each message is written to a file, clearly
-marked as not sent, so a developer can see what the service would have sent."""
+marked as not sent, so a developer can see what the service would have sent. The row is
+recorded as `written`, never `sent`: the log must not claim a family was told."""
 
 from __future__ import annotations
 
@@ -24,18 +25,26 @@ class OutboxFile:
 
     async def find_sent(self, message: OutgoingMessage) -> ProviderResult | None:
         if self._path(message).exists():
-            return ProviderResult(provider_id=f"outbox-{message.notification_id}"[:64])
+            return self._result(message)
         return None
 
     async def send(self, message: OutgoingMessage) -> ProviderResult:
         path = self._path(message)
         lines = [BANNER.format(provider=self._provider), f"Channel: {message.channel}",
                  f"To: {message.to}"]
+        if message.sender_name:
+            lines.append(f"From: {message.sender_name}")
+        if message.reply_to:
+            lines.append(f"Reply-To: {message.reply_to}")
         if message.subject:
             lines.append(f"Subject: {message.subject}")
         text = "\n".join([*lines, "", message.body, ""])
         await asyncio.to_thread(self._write, path, text)
-        return ProviderResult(provider_id=f"outbox-{message.notification_id}"[:64])
+        return self._result(message)
+
+    def _result(self, message: OutgoingMessage) -> ProviderResult:
+        return ProviderResult(provider_id=f"outbox-{message.notification_id}"[:64],
+                              status="written")
 
     def _write(self, path: Path, text: str) -> None:
         # The messages name pupils and carry families' numbers: 0700 and 0600.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formataddr, formatdate, make_msgid
 
 import aiosmtplib
 
@@ -23,7 +23,9 @@ class SmtpEmail:
 
     async def send(self, message: OutgoingMessage) -> ProviderResult:
         email = EmailMessage()
-        email["From"] = self._sender
+        email["From"] = formataddr((message.sender_name or "", self._sender))
+        if message.reply_to:
+            email["Reply-To"] = formataddr((message.sender_name or "", message.reply_to))
         email["To"] = message.to
         email["Subject"] = message.subject or ""
         email["Date"] = formatdate(localtime=False)
