@@ -229,7 +229,10 @@ async def test_a_consumer_the_broker_cancels_declares_its_queue_again_and_goes_o
     connection = await broker_kit.connect(amqp_url)
     try:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(f"{name}.x", "direct", auto_delete=True)
+        # Not auto-delete: deleting the queue removes the exchange's only binding, and an
+        # auto-delete exchange would go with it before the consumer could bind again (as the
+        # services' durable exchanges never do).
+        exchange = await channel.declare_exchange(f"{name}.x", "direct")
         queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
         await queue.bind(exchange, routing_key="k")
         consumer: BatchConsumer[bytes] = BatchConsumer(
@@ -248,6 +251,7 @@ async def test_a_consumer_the_broker_cancels_declares_its_queue_again_and_goes_o
         await consumer.stop()
         worker.cancel()
         await other.queue_delete(name)
+        await other.exchange_delete(f"{name}.x")
     finally:
         await connection.close()
 

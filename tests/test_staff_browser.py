@@ -191,7 +191,7 @@ async def test_the_csv_export_matches_the_list_on_screen(
             "rows => rows.map(r => r.dataset.pupil)")
         assert shown == ["P2", "P1"]  # both at 0%, then by family name
         async with page.expect_download() as download_info:
-            await page.get_by_role("link", name=re.compile("Download this list")).click()
+            await page.get_by_role("link", name=re.compile("Download the whole list")).click()
         download = await download_info.value
         text = Path(await download.path()).read_text(encoding="utf-8")
         exported = list(csv.DictReader(io.StringIO(text, newline="")))
