@@ -24,9 +24,9 @@ from typing import Any, TextIO
 import httpx
 from broker_messages.events import RegisterMark
 from pydantic import ValidationError
-from servicekit.clock import Clock
 from rich.console import Console
 from rich.progress import Progress
+from servicekit.clock import Clock
 
 from triage.ingest import rejection
 from triage.school_document import Pupil
@@ -338,8 +338,9 @@ class Outcome:
 
 async def import_files(client: httpx.AsyncClient, urn: str, roster_path: Path | None,
                        marks_path: Path | None, clock: Clock, *, apply_valid_rows: bool = False,
-                       allow_removals: bool = False, out: TextIO = sys.stdout) -> Outcome:
+                       allow_removals: bool = False, out: TextIO | None = None) -> Outcome:
     """Check both files, then (when every row is good, or `apply_valid_rows`) send them."""
+    out = out or sys.stdout
     response = await client.get(f"/api/v1/schools/{urn}")
     if response.status_code != 200:
         raise ImportFailed(f"school {urn} ({response.status_code}): {_detail(response)}; "
