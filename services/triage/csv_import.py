@@ -10,6 +10,7 @@ calendar); nothing is sent while any row is bad, unless `--apply-valid-rows` is 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import datetime as dt
 import hashlib
@@ -33,6 +34,7 @@ from triage.school_document import Pupil
 from triage.schools import context_of
 
 BATCH = 1000  # POST /api/v1/events takes at most this many events
+IN_FLIGHT = 8  # batches sent at once
 MAX_CONTACTS = 10
 SOURCE = "csv-import"
 
@@ -305,23 +307,31 @@ def _detail(response: httpx.Response) -> str:
 
 async def _post_marks(client: httpx.AsyncClient, name: str, marks: dict[int, RegisterMark],
                       progress: Callable[[int], object]) -> tuple[int, list[Problem]]:
-    """Batches of at most `BATCH`; an item triage still refuses is reported by its line."""
-    accepted, problems = 0, []
+    """Batches of at most `BATCH`, `IN_FLIGHT` at a time (triage publishes each event with a
+    broker confirm, so one batch at a time waits on the broker's round trips in turn); an
+    item triage still refuses is reported by its line."""
     lines = list(marks)
-    for start in range(0, len(lines), BATCH):
-        batch = lines[start:start + BATCH]
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def send(batch: list[int]) -> tuple[int, list[Problem]]:
         body = [marks[line].model_dump(mode="json", by_alias=True) for line in batch]
-        response = await client.post("/api/v1/events", json=body)
+        async with slots:
+            response = await client.post("/api/v1/events", json=body)
         if response.status_code not in (202, 422):
             raise ImportFailed(f"marks refused ({response.status_code}): {_detail(response)}")
         answer = response.json()
-        accepted += len(answer.get("accepted", []))
+        refused = []
         for item in answer.get("detail", []) if response.status_code == 422 else []:
             index = item["loc"][1] if len(item["loc"]) > 1 else 0
             line = batch[index] if isinstance(index, int) and index < len(batch) else batch[0]
-            problems.append(Problem(name, line, str(item["msg"])))
+            refused.append(Problem(name, line, str(item["msg"])))
         progress(len(batch))
-    return accepted, problems
+        return len(answer.get("accepted", [])), refused
+
+    sent = await asyncio.gather(*(send(lines[start:start + BATCH])
+                                  for start in range(0, len(lines), BATCH)))
+    return (sum(accepted for accepted, _ in sent),
+            sorted((p for _, refused in sent for p in refused), key=lambda p: p.line))
 
 
 @dataclass
