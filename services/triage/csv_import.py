@@ -278,9 +278,10 @@ class ImportFailed(Exception):
 
 def _roster_document(document: dict[str, Any], pupils: list[Pupil],
                      kept: set[str]) -> dict[str, Any]:
+    """The stored document with the file's pupils, and the stored records of `kept`."""
     stored = {record["id"]: record for record in document.get("pupils", [])}
     records = [pupil.model_dump(mode="json") for pupil in pupils]
-    return {**document, "pupils": records + [stored[i] for i in sorted(kept) if i in stored]}
+    return {**document, "pupils": records + [stored[i] for i in sorted(kept)]}
 
 
 async def _put_roster(client: httpx.AsyncClient, document: dict[str, Any],
@@ -357,10 +358,13 @@ async def import_files(client: httpx.AsyncClient, urn: str, roster_path: Path | 
                            "upload its document (calendar, staff) before importing")
     document: dict[str, Any] = response.json()
     now = clock.now()
+    stored = {record["id"] for record in document.get("pupils", [])}
     roster = read_roster(roster_path) if roster_path is not None else None
-    kept = bad_roster_ids(roster_path, roster) if roster_path and roster else set()
+    kept = (bad_roster_ids(roster_path, roster) & stored
+            - {pupil.id for pupil in roster.valid.values()}
+            if roster_path is not None and roster is not None else set())
     known = ({pupil.id for pupil in roster.valid.values()} | kept if roster is not None
-             else {record["id"] for record in document.get("pupils", [])})
+             else stored)
     marks = read_marks(marks_path, document, known, now) if marks_path is not None else None
     problems = [*(roster.problems if roster else []), *(marks.problems if marks else [])]
     for problem in problems:
