@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 
-.PHONY: install install-dev run demo test test-fast bench bench-quick services broker lint lock clean
+.PHONY: install install-dev run demo test test-fast bench bench-quick bench-import services broker lint lock clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ bench: install-dev services
 
 bench-quick: install-dev services
 	$(BIN)/python -m bench --quick
+
+# A 1,500-pupil school's roster and a term of marks through `python -m triage import-csv`.
+bench-import: install-dev services
+	$(BIN)/python -m bench.import_csv
 
 # Style, types (mypy strict, settings in pyproject.toml) and the dependency rules (import-linter).
 lint: install-dev

@@ -185,6 +185,11 @@ class Stack:
             self._published += len(answer.get("accepted", [])) + len(answer.get("parked", []))
         return response
 
+    def published_elsewhere(self, count: int) -> None:
+        """Events a client put on the broker through triage's API on its own (the CSV import):
+        `processed()` waits for them too."""
+        self._published += count
+
     async def publish_requests(self, *requests: ContactRequest | bytes) -> None:
         """Publish contact requests straight to the notifier's exchange, signed as triage's
         relay signs them."""

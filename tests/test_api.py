@@ -149,7 +149,7 @@ async def test_school_upload_with_many_problems_lists_them_all_and_changes_nothi
     stored = {table.name: await _table(stack, table) for table in (schools, pupils)}
 
     bad = school(
-        [pupil("P1", contacts=[contact(1, phone="07700 900001")]), pupil("P1"), pupil("P3")],
+        [pupil("P1", contacts=[contact(1, phone="0770 09")]), pupil("P1"), pupil("P3")],
         urn="654321", closures=["2026-02-30"],
         policy={"first_day_contact": {"not_after": "10:00"}, "stage1_below": 1.5},
     )
@@ -159,7 +159,7 @@ async def test_school_upload_with_many_problems_lists_them_all_and_changes_nothi
     assert response.status_code == 422
     problems = {tuple(problem["loc"]): problem["msg"] for problem in response.json()["detail"]}
     expected = {
-        ("body", "pupils", 0, "contacts", 0, "phone"),  # not E.164
+        ("body", "pupils", 0, "contacts", 0, "phone"),  # not a phone number
         ("body", "policy", "first_day_contact", "not_after"),  # unknown policy key
         ("body", "policy", "stage1_below"),  # out of range
         ("body", "pupils", 1, "id"),  # duplicate pupil id
@@ -172,7 +172,10 @@ async def test_school_upload_with_many_problems_lists_them_all_and_changes_nothi
     assert {table.name: await _table(stack, table) for table in (schools, pupils)} == stored
     again = await stack.put_school(original)
     assert again.json() == {"urn": URN, "pupils": 2, "added": 0, "left": 0, "unparked": 0,
-                            "no_usable_contact": []}
+                            "joined": [], "leavers": [], "no_usable_contact": []}
+    # Where each problem is, in words, before what is wrong with it.
+    assert problems[("body", "pupils", 0, "contacts", 0, "phone")].startswith(
+        "pupil P1: contact 1 phone: not a phone number we can call or text")
 
 
 async def test_school_document_for_another_urn_is_refused(stack: Stack) -> None:

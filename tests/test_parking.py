@@ -99,6 +99,7 @@ async def test_pupil_missing_from_a_later_upload_has_left_and_is_not_contacted(
     assert response.status_code == 200, response.text
     assert response.json() == {
         "urn": "123456", "pupils": 1, "added": 0, "left": 1, "unparked": 0, "no_usable_contact": [],
+        "joined": [], "leavers": [{"id": "P1", "given_name": "Sally", "family_name": "Smith"}],
     }
     async with stack.triage.engine.connect() as conn:
         roll = dict((await conn.execute(select(pupils.c.pupil_id, pupils.c.on_roll))).all())

@@ -90,6 +90,10 @@ async def test_a_key_without_the_scope_gets_403_and_changes_nothing(stack: Stack
     reader = (await _make_key(api, ["tasks:read"], [SCHOOL_A]))["key"]
     assert (await stack.put_school(school([pupil("P1")]))).status_code == 200
     for method, path, body in (("PUT", f"/api/v1/schools/{SCHOOL_A}", school([])),
+                               ("GET", f"/api/v1/schools/{SCHOOL_A}", None),
+                               ("PUT", f"/api/v1/schools/{SCHOOL_A}/pupils/P1", pupil("P1")),
+                               ("PATCH", f"/api/v1/schools/{SCHOOL_A}/pupils/P1", {}),
+                               ("DELETE", f"/api/v1/schools/{SCHOOL_A}/pupils/P1", None),
                                ("POST", "/api/v1/events", [mark("P1")]),
                                ("POST", "/api/v1/keys", {"name": "x", "scopes": ["tasks:read"]}),
                                ("GET", "/api/v1/keys", None)):
@@ -210,7 +214,14 @@ def _tenancy_calls(task_id: int) -> dict[tuple[str, str, str], list[Call]]:
     """How each route of both specs is called with school B's key, asking for school A."""
     a_doc = school([], urn=SCHOOL_A)
     return {
-        ("triage", "PUT", "/api/v1/schools/{urn}"): [({}, a_doc, _refused)],
+        ("triage", "PUT", "/api/v1/schools/{urn}"): [
+            ({}, a_doc, _refused), ({"allow_removals": "true"}, a_doc, _refused)],
+        ("triage", "GET", "/api/v1/schools/{urn}"): [({}, None, _refused)],
+        ("triage", "PUT", "/api/v1/schools/{urn}/pupils/{pupil_id}"): [
+            ({}, pupil("P1", "Mallory"), _refused)],
+        ("triage", "PATCH", "/api/v1/schools/{urn}/pupils/{pupil_id}"): [
+            ({}, {"given_name": "Mallory"}, _refused)],
+        ("triage", "DELETE", "/api/v1/schools/{urn}/pupils/{pupil_id}"): [({}, None, _refused)],
         ("triage", "POST", "/api/v1/events"): [({}, [mark("P1", "I", urn=SCHOOL_A)],
                                                 _events_refused)],
         ("triage", "GET", "/api/v1/tasks"): [({"school_urn": SCHOOL_A}, None, _refused)],

@@ -33,15 +33,25 @@ from triage.deps import (
     TasksReader,
     TasksWriter,
 )
-from triage.ingest import UNKNOWN_PUPIL
+from triage.ingest import UNKNOWN_PUPIL, Ingestor
 from triage.models import pupils, tasks
 from triage.rules.parked_marks_expiring import discard_on
 from triage.school_document import (
+    Pupil,
     SchoolDocument,
     duplicate_pupil_problems,
+    in_words,
     without_usable_contact,
 )
-from triage.schools import SchoolContextCache, store_school
+from triage.schools import (
+    RosterWouldShrink,
+    SchoolContextCache,
+    pupil_record,
+    store_pupil,
+    store_school,
+    stored_document,
+    take_off_roll,
+)
 
 router = APIRouter(prefix="/api/v1", dependencies=[Authenticated])
 MAX_BATCH = 1000
@@ -50,9 +60,26 @@ _EVENTS_BODY: TypeAdapter[Any] = TypeAdapter(
     Event | Annotated[list[Event], Field(max_length=MAX_BATCH)])
 
 
+SchoolUrn = Annotated[str, Path(pattern=r"^[0-9]{6,8}$")]
+# As an event's `pupil_id` (broker_messages/events.py `Identifier`).
+PupilId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+
+
+@router.get("/schools/{urn}")
+async def get_school(urn: SchoolUrn, engine: EngineDep, caller: SchoolsWriter) -> dict[str, Any]:
+    """The school document as stored, with the pupils on roll: what a `PUT` would send."""
+    ensure_school(caller, urn)
+    async with engine.connect() as conn:
+        document = await stored_document(conn, urn)
+    if document is None:
+        raise HTTPException(404, "no such school")
+    return document
+
+
 @router.put("/schools/{urn}", openapi_extra=request_body(TypeAdapter(SchoolDocument)))
 async def put_school(urn: str, request: Request, engine: EngineDep, clock: ClockDep,
-                     ingestor: IngestorDep, caller: SchoolsWriter) -> dict[str, Any]:
+                     ingestor: IngestorDep, caller: SchoolsWriter,
+                     allow_removals: bool = False) -> dict[str, Any]:
     """Create or replace a school, its calendar, staff, policy and roster in one document."""
     ensure_school(caller, urn)
     raw = await read_json(request)
@@ -68,13 +95,103 @@ async def put_school(urn: str, request: Request, engine: EngineDep, clock: Clock
         problems.append({"loc": ["path", "urn"], "msg": "does not match the document's urn",
                          "type": "mismatch"})
     if problems or document is None:
-        raise HTTPException(422, problems)
-    async with engine.begin() as conn:
-        counts = await store_school(conn, document, clock.now())
+        raise HTTPException(422, in_words(problems, raw))
+    try:
+        async with engine.begin() as conn:
+            counts = await store_school(conn, document, clock.now(),
+                                        allow_removals=allow_removals)
+    except RosterWouldShrink as refused:
+        raise HTTPException(409, _shrink_refusal(refused)) from None
     counts["unparked"] = await ingestor.unpark(urn)
     # Uploaded as they are, but said out loud: an absence of theirs reaches no family, only
     # the attendance officer (docs/rules.md "family_unreachable").
     return {"urn": urn, **counts, "no_usable_contact": without_usable_contact(document.pupils)}
+
+
+def _shrink_refusal(refused: RosterWouldShrink) -> dict[str, Any]:
+    count = len(refused.leavers)
+    named = ", ".join(p["id"] for p in refused.leavers[:20]) + (" …" if count > 20 else "")
+    return {"msg": f"this upload would take {count} of the {refused.on_roll} pupils on roll "
+                   f"off roll ({named}); an upload may not empty a roster or remove more than "
+                   "half of it unless it says ?allow_removals=true",
+            "type": "too_many_removals", "leavers": refused.leavers}
+
+
+@router.put("/schools/{urn}/pupils/{pupil_id}", openapi_extra=request_body(TypeAdapter(Pupil)))
+async def put_pupil(urn: SchoolUrn, pupil_id: PupilId, request: Request, engine: EngineDep,
+                    clock: ClockDep, ingestor: IngestorDep,
+                    caller: SchoolsWriter) -> dict[str, Any]:
+    """Create or replace one pupil's record (back on roll if they had left)."""
+    ensure_school(caller, urn)
+    raw = await read_json(request)
+    async with engine.begin() as conn:
+        found = await _school_pupil(conn, urn, pupil_id)
+        pupil = _valid_pupil(raw, pupil_id)
+        await store_pupil(conn, urn, pupil, clock.now())
+    return await _pupil_stored(urn, pupil, found is None or not found[1], ingestor)
+
+
+@router.patch("/schools/{urn}/pupils/{pupil_id}")
+async def patch_pupil(urn: SchoolUrn, pupil_id: PupilId, request: Request, engine: EngineDep,
+                      clock: ClockDep, ingestor: IngestorDep,
+                      caller: SchoolsWriter) -> dict[str, Any]:
+    """Change some fields of a pupil on roll; a field given replaces it whole (`contacts` is
+    the whole list), `null` clears an optional one."""
+    ensure_school(caller, urn)
+    raw = await read_json(request)
+    if not isinstance(raw, dict):
+        raise HTTPException(422, [{"loc": ["body"], "type": "dict_type",
+                                   "msg": f"pupil {pupil_id}: give the fields to change"}])
+    async with engine.begin() as conn:
+        found = await _school_pupil(conn, urn, pupil_id)
+        if found is None or not found[1]:
+            raise HTTPException(404, f"pupil {pupil_id} is not on this school's roll")
+        pupil = _valid_pupil({**found[0], **raw}, pupil_id)
+        await store_pupil(conn, urn, pupil, clock.now())
+    return await _pupil_stored(urn, pupil, False, ingestor)
+
+
+@router.delete("/schools/{urn}/pupils/{pupil_id}")
+async def delete_pupil(urn: SchoolUrn, pupil_id: PupilId, engine: EngineDep, clock: ClockDep,
+                       caller: SchoolsWriter) -> dict[str, Any]:
+    """Take one pupil off roll, their history kept."""
+    ensure_school(caller, urn)
+    async with engine.begin() as conn:
+        found = await _school_pupil(conn, urn, pupil_id)
+        if found is None or not await take_off_roll(conn, urn, pupil_id, clock.now()):
+            raise HTTPException(404, f"pupil {pupil_id} is not on this school's roll")
+    record = found[0]
+    return {"urn": urn, "leavers": [{"id": pupil_id, "given_name": record["given_name"],
+                                     "family_name": record["family_name"]}]}
+
+
+async def _school_pupil(conn: AsyncConnection, urn: str,
+                        pupil_id: str) -> tuple[dict[str, Any], bool] | None:
+    """The pupil's record and whether on roll; 404 when the school is not known."""
+    if await stored_document(conn, urn) is None:
+        raise HTTPException(404, "no such school")
+    return await pupil_record(conn, urn, pupil_id)
+
+
+def _valid_pupil(raw: Any, pupil_id: str) -> Pupil:
+    problems: list[dict[str, Any]] = []
+    if isinstance(raw, dict) and raw.get("id", pupil_id) != pupil_id:
+        problems.append({"loc": ["body", "id"], "msg": "does not match the pupil id in the path",
+                         "type": "mismatch"})
+    try:
+        pupil = Pupil.model_validate({**raw, "id": pupil_id} if isinstance(raw, dict) else raw)
+    except ValidationError as error:
+        problems = validation_problems(error, ["body"]) + problems
+    if problems:
+        raise HTTPException(422, in_words(problems, raw, pupil_id))
+    return pupil
+
+
+async def _pupil_stored(urn: str, pupil: Pupil, joined: bool,
+                        ingestor: Ingestor) -> dict[str, Any]:
+    unparked = await ingestor.unpark(urn)
+    return {"urn": urn, "pupil": pupil.model_dump(mode="json"), "joined": joined,
+            "unparked": unparked, "no_usable_contact": without_usable_contact([pupil])}
 
 
 # Which field a consumer rejection is about (the part of its reason before the colon).

@@ -28,7 +28,7 @@ from servicekit.runtime import Workers, serve
 from servicekit.web import install_keys, operations_router
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from triage import deps
+from triage import csv_import, deps
 from triage.api import router
 from triage.attendance_lists import router as attendance_router
 from triage.housekeeping import triage_purges
@@ -172,10 +172,15 @@ def create_app(service: TriageService) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the API and workers; `keys create|list|revoke …` manages API keys instead."""
+    """Serve the API and workers; `keys create|list|revoke …` manages API keys and
+    `import-csv …` loads a school's CSV files through a running triage's API instead."""
     argv = sys.argv[1:] if argv is None else argv
     settings = TriageSettings()
     logs.configure(settings.log_level)
+    if argv[:1] == ["import-csv"]:
+        key = settings.api_token.get_secret_value() if settings.api_token else ""
+        raise SystemExit(asyncio.run(csv_import.command(
+            argv[1:], key, clock_from_setting(settings.clock_offset_seconds))))
     service = TriageService(settings)
     if argv[:1] == ["keys"]:
         raise SystemExit(asyncio.run(_keys(service, argv[1:])))

@@ -1,5 +1,5 @@
-"""The school calendar: school days are the weekdays inside a term, minus closures
-(docs/contract.md §3). Weekends, holidays and closures neither break nor extend an absence episode.
+"""The school calendar: school days are the weekdays inside a term, minus closures and the
+bank holidays of the school's country (docs/contract.md §3). Weekends, holidays and closures neither break nor extend an absence episode.
 A `#` mark (planned closure) for a pupil is handled by the episode code: it is not a possible
 session, so it neither breaks nor extends an episode either."""
 
@@ -7,8 +7,22 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+
+import holidays
+
+Country = Literal["england", "wales"]
+# The `holidays` package's subdivisions of the United Kingdom.
+_SUBDIVISION: dict[Country, str] = {"england": "ENG", "wales": "WLS"}
+
+
+def bank_holidays(country: Country, years: Iterable[int]) -> dict[dt.date, str]:
+    """England's or Wales's bank holidays in `years`, from the maintained `holidays` package
+    (substitute days included), not a list kept by hand."""
+    found = holidays.country_holidays("GB", subdiv=_SUBDIVISION[country], years=sorted(years))
+    return {day: str(name) for day, name in found.items()}
 
 
 @dataclass(frozen=True)
@@ -21,6 +35,8 @@ class Term:
 class SchoolCalendar:
     terms: tuple[Term, ...]
     closures: frozenset[dt.date] = frozenset()
+    # Date -> the holiday's name, for saying why a day is not a school day.
+    bank_holidays: Mapping[dt.date, str] = field(default_factory=dict, compare=False)
     _days: tuple[dt.date, ...] = field(init=False, repr=False, compare=False)
     _weeks: tuple[dt.date, ...] = field(init=False, repr=False, compare=False)
 
@@ -29,14 +45,15 @@ class SchoolCalendar:
             day
             for term in self.terms
             for day in _dates(term.start, term.end)
-            if day.weekday() < 5 and day not in self.closures
+            if day.weekday() < 5 and day not in self.closures and day not in self.bank_holidays
         )
         object.__setattr__(self, "_days", tuple(days))
         weeks = sorted({day - dt.timedelta(days=day.weekday()) for day in days})
         object.__setattr__(self, "_weeks", tuple(weeks))
 
     @classmethod
-    def from_document(cls, calendar: dict[str, object]) -> SchoolCalendar:
+    def from_document(cls, calendar: dict[str, object],
+                      country: Country = "england") -> SchoolCalendar:
         terms = tuple(
             Term(dt.date.fromisoformat(t["start"]), dt.date.fromisoformat(t["end"]))
             for t in calendar.get("terms", [])  # type: ignore[attr-defined]
@@ -45,7 +62,8 @@ class SchoolCalendar:
             dt.date.fromisoformat(d)
             for d in calendar.get("closures", [])  # type: ignore[attr-defined]
         )
-        return cls(terms, closures)
+        years = {year for term in terms for year in range(term.start.year, term.end.year + 1)}
+        return cls(terms, closures, bank_holidays(country, years))
 
     def is_school_day(self, day: dt.date) -> bool:
         index = bisect.bisect_left(self._days, day)
@@ -59,6 +77,8 @@ class SchoolCalendar:
             return f"{day:%A} {day.isoformat()} is a weekend"
         if day in self.closures:
             return f"{day.isoformat()} is a closure day in the school's calendar"
+        if day in self.bank_holidays:
+            return f"{day.isoformat()} is a bank holiday ({self.bank_holidays[day]})"
         return f"{day.isoformat()} is outside the school's terms"
 
     def previous_school_day(self, day: dt.date) -> dt.date | None:

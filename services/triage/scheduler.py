@@ -36,7 +36,7 @@ from triage.periodic import (
     plan_unexplained_checks,
 )
 from triage.rules import family_unreachable, rule_named
-from triage.rules.recipients import first_contact_address, social_worker
+from triage.rules.recipients import channel_notes, first_contact_address, social_worker
 from triage.rules.rule import Outreach, TaskToOpen
 from triage.school_document import Pupil
 from triage.schools import SchoolContext, SchoolContextCache
@@ -268,7 +268,8 @@ class Scheduler:
             for part in group:
                 siblings = [p.pupil.pupil_id for p in group if p is not part]
                 await self._finish(
-                    conn, part.action, ActionStatus.REQUESTED, "contact requested from the notifier", now,
+                    conn, part.action, ActionStatus.REQUESTED,
+                    "contact requested from the notifier" + channel_notes(part.plan.skipped), now,
                     skipped=part.plan.skipped, recipients=[f.ref for f in part.plan.family],
                     request_id=request.request_id,
                     **({"sent_with_siblings": siblings} if siblings else {}),

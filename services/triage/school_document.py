@@ -8,11 +8,13 @@ import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from broker_messages.events import Identifier, Urn, printable
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -21,7 +23,46 @@ from pydantic import (
 
 from triage.policy import Policy
 
-E164 = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")]
+# Numbers without a country code are read as UK numbers.
+DEFAULT_REGION = "GB"
+
+
+def _parsed(value: str) -> phonenumbers.PhoneNumber | None:
+    """The number, if the library's number plan knows it, or it has the full length of its
+    country's mobile numbers: Ofcom's ranges for drama and documentation (07700 900xxx,
+    01632 960xxx) are unknown to the plan yet are what schools test and train with. A short
+    local number (`960123`, no area code) is refused: nobody could dial it from elsewhere."""
+    try:
+        number = phonenumbers.parse(value, DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        return None
+    known = phonenumbers.is_valid_number(number) or phonenumbers.is_possible_number_for_type(
+        number, phonenumbers.PhoneNumberType.MOBILE)
+    return number if known else None
+
+
+def _e164(value: object, info: ValidationInfo) -> object:
+    """National formats (`07700 900123`, `01632 960123`) and international ones
+    (`+44 7700 900123`) are accepted and stored as E.164 (`+447700900123`)."""
+    if not isinstance(value, str) or (info.context and info.context.get("stored")):
+        return value  # a stored record was normalised when it was uploaded
+    number = _parsed(value)
+    if number is None:
+        raise ValueError("not a phone number we can call or text (write it as 07700 900123, "
+                         "01632 960123 or +44 7700 900123)")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+E164 = Annotated[str, BeforeValidator(_e164), Field(pattern=r"^\+[1-9][0-9]{6,14}$")]
+
+
+@functools.lru_cache(maxsize=65536)
+def is_landline(e164: str) -> bool:
+    """A fixed line, by the library's number plan: it cannot take a text message. A number the
+    plan cannot place (a drama range) or one that may be either is treated as a mobile."""
+    number = _parsed(e164)
+    return (number is not None
+            and phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.FIXED_LINE)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -121,11 +162,31 @@ class Contact(_Strict):
     attendance_updates: bool = False
 
 
+# What MIS exports write for the years before Year 1.
+_EARLY_YEARS = {"N1": -2, "N2": -1, "R": 0}
+
+
+def _year_group(value: object) -> object:
+    """`R` (Reception) is year 0 and nursery `N1`/`N2` are −2/−1; numbers (or `Y3`, `Year 3`)
+    stay numbers."""
+    if isinstance(value, str):
+        text = value.strip().upper().removeprefix("YEAR").removeprefix("Y").strip()
+        if text in _EARLY_YEARS:
+            return _EARLY_YEARS[text]
+        if text.lstrip("-").isdigit():
+            return int(text)
+        raise ValueError("not a year group (R for Reception, N1 or N2 for nursery, or 1–14)")
+    return value
+
+
+YearGroup = Annotated[int, BeforeValidator(_year_group), Field(ge=-2, le=14)]
+
+
 class Pupil(_Strict):
     id: Identifier
     given_name: SingleLineName
     family_name: SingleLineName
-    year_group: Annotated[int, Field(ge=-2, le=14)] | None = None
+    year_group: YearGroup | None = None
     social_worker: SocialWorker | None = None
     looked_after: bool = False
     ehcp: bool = False
@@ -150,6 +211,8 @@ class SchoolDocument(_Strict):
     urn: Urn
     name: SingleLineName
     timezone: str = "Europe/London"
+    # Which bank holidays are not school days (the `holidays` package's GB subdivisions).
+    country: Literal["england", "wales"] = "england"
     phone: E164 | None = None
     calendar: Calendar
     staff: list[StaffMember] = Field(default_factory=list, max_length=50)
@@ -190,3 +253,54 @@ def duplicate_pupil_problems(raw: object) -> list[dict[str, object]]:
         else:
             seen[pupil_id] = index
     return problems
+
+
+def _field_words(loc: list[object]) -> str:
+    """`["contacts", 0, "phone"]` → `contact 1 phone`: positions counted from 1, as a school
+    office counts the rows of its export."""
+    words: list[str] = []
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        text = str(part).replace("_", " ")
+        following = loc[index + 1] if index + 1 < len(loc) else None
+        if isinstance(following, int):
+            text = f"{text.removesuffix('s')} {following + 1}"
+        words.append(text)
+    return " ".join(words) or "the document"
+
+
+def in_words(problems: list[dict[str, Any]], raw: object,
+             pupil_id: str | None = None) -> list[dict[str, Any]]:
+    """Each problem's `msg` prefixed with where it is, in words a school office understands
+    (`pupil P0003: contact 1 phone: …`); `loc` stays for machines. `pupil_id`: the body is one
+    pupil's record (`/schools/{urn}/pupils/{id}`)."""
+    worded = []
+    for problem in problems:
+        loc = list(problem["loc"])
+        rest = loc[1:] if loc[:1] == ["body"] else loc
+        who = pupil_id
+        if pupil_id is None and rest[:1] == ["pupils"] and len(rest) > 1:
+            found = _raw_pupil(raw, rest[1])
+            who = found if found is not None else f"at position {_position(rest[1])}"
+            rest = rest[2:]
+        where = _field_words(rest) if loc[:1] == ["body"] else " ".join(map(str, loc))
+        if who is not None:
+            where = f"pupil {who}: {where}" if rest else f"pupil {who}"
+        msg = str(problem["msg"]).removeprefix("Value error, ")
+        worded.append({**problem, "msg": f"{where}: {msg}"})
+    return worded
+
+
+def _raw_pupil(raw: object, index: object) -> str | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("pupils"), list):
+        return None
+    pupils = raw["pupils"]
+    if not isinstance(index, int) or not 0 <= index < len(pupils):
+        return None
+    found = pupils[index].get("id") if isinstance(pupils[index], dict) else None
+    return found if isinstance(found, str) and found.strip() else None
+
+
+def _position(index: object) -> object:
+    return index + 1 if isinstance(index, int) else index

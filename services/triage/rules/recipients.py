@@ -8,12 +8,29 @@ from typing import Any, Literal
 
 from broker_messages.contact import Channel, Recipient
 
-from triage.school_document import Contact, LocalAuthority, Pupil
+from triage.school_document import Contact, LocalAuthority, Pupil, is_landline
 
 # Why a contact was not included, as the decision log and the timeline show it.
 COURT_ORDER = "may not be contacted (no_contact, e.g. a court order)"
 NO_ADDRESS = "no usable phone number or email address for this message"
 NOT_OPTED_IN = "did not ask for attendance updates"
+LANDLINE = "landline: no text message; a voice call instead"
+
+
+def _channels_for(contact: Contact, channels: tuple[Channel, ...]) -> tuple[Channel, ...]:
+    """The channels the contact has an address for. A landline cannot take a text: its SMS
+    becomes a voice call (once, in the SMS's place)."""
+    usable: list[Channel] = []
+    for channel in channels:
+        if channel == "email":
+            wanted: Channel | None = "email" if contact.email else None
+        elif not contact.phone:
+            wanted = None
+        else:
+            wanted = "voice" if channel == "sms" and is_landline(contact.phone) else channel
+        if wanted is not None and wanted not in usable:
+            usable.append(wanted)
+    return tuple(usable)
 
 
 def family_recipients(
@@ -28,16 +45,16 @@ def family_recipients(
     skipped: list[dict[str, str]] = []
     for contact in sorted(contacts, key=lambda c: c.priority):
         ref = f"{pupil_id}/contact/{contact.priority}"
-        usable: tuple[Channel, ...] = tuple(
-            channel for channel in channels
-            if (contact.email if channel == "email" else contact.phone)
-        )
+        usable = _channels_for(contact, channels)
         why = (COURT_ORDER if contact.no_contact else NO_ADDRESS if not usable
                else NOT_OPTED_IN if opted_in_only and not contact.attendance_updates
                else None)
         if why is not None:
             skipped.append({"ref": ref, "why": why})
             continue
+        if "sms" in channels and contact.phone and is_landline(contact.phone):
+            # Not left out, but the record says why this contact is not texted.
+            skipped.append({"ref": ref, "channel": "sms", "why": LANDLINE})
         recipients.append(Recipient(
             role="parent", ref=ref, name=contact.name, phone=contact.phone, email=contact.email,
             language=contact.language or "en", channels=usable,
@@ -47,10 +64,18 @@ def family_recipients(
 
 def unreachable_because(skipped: list[dict[str, str]]) -> str:
     """Why nobody in a family can be contacted, in a sentence for the attendance officer."""
-    if not skipped:
+    left_out = [entry for entry in skipped if "channel" not in entry]
+    if not left_out:
         return "the pupil has no parent or carer contacts on the roster"
-    reasons = sorted({entry["why"] for entry in skipped})
+    reasons = sorted({entry["why"] for entry in left_out})
     return f"no contact can be used: {'; '.join(reasons)}"
+
+
+def channel_notes(skipped: list[dict[str, str]]) -> str:
+    """Channels left out for contacts still contacted (a landline's SMS), for a decision's
+    reason: "" when there are none."""
+    notes = [f"{entry['ref']}: {entry['why']}" for entry in skipped if "channel" in entry]
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def first_contact_address(recipient: Recipient) -> str:
