@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from typing import Annotated, Any, Literal
@@ -267,6 +268,7 @@ async def post_events(request: Request, service: ServiceDep, engine: EngineDep,
         if outcome.status == "parked"})
     accepted: list[str] = []
     parked: list[ParkedEvent] = []
+    publishes = []
     for (prefix, event), outcome in zip(valid, outcomes, strict=True):
         if outcome.status == "rejected":
             reason = outcome.reason or ""
@@ -276,14 +278,17 @@ async def post_events(request: Request, service: ServiceDep, engine: EngineDep,
         if isinstance(event, RegisterMark) and event.source is None:
             event = event.model_copy(update={"source": "api"})
         body = json.dumps(event.model_dump(mode="json", by_alias=True)).encode()
-        await exchange.publish(persistent_message(body, message_id=event.event_id),
-                               routing_key=routing_key(event))
+        publishes.append(exchange.publish(persistent_message(body, message_id=event.event_id),
+                                          routing_key=routing_key(event)))
         if outcome.status == "parked":
             parked.append(ParkedEvent(
                 event_id=event.event_id, pupil_id=event.pupil_id, reason=_PARKED_REASON,
                 discard_on=discard_on(now, parked_days, zones[event.school_urn])))
         else:
             accepted.append(event.event_id)
+    # Published together, each still confirmed by the broker before the answer: one round
+    # trip per batch instead of one per event (a 1,000-event import batch waited on 1,000).
+    await asyncio.gather(*publishes)
     answer = EventsAccepted(accepted=accepted, parked=parked)
     if problems:
         return JSONResponse({**answer.model_dump(mode="json"), "detail": problems},
