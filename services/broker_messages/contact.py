@@ -138,5 +138,21 @@ class ReplyReceived(BaseModel):
     received_at: AwareDatetime
 
 
+class InboundUnmatched(BaseModel):
+    """Notifier -> triage: an SMS that answers no message of ours (docs/rules.md "Parents who
+    tell the school first"). The notifier has no roster; triage matches the number against
+    the contacts of its pupils and keeps the text as a pending explanation for the school."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_: Literal["inbound.unmatched/v1"] = Field("inbound.unmatched/v1", alias="schema")
+    # The notifier's reply id (the MessageSid's): the same message delivered twice is one.
+    message_id: str = Field(min_length=1, max_length=100)
+    from_phone: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$")
+    body: str = Field(max_length=1600)
+    received_at: AwareDatetime
+
+
 # What arrives on triage's queue from the notifier.
-NotifierEvent = Annotated[ReplyReceived | FamilyUnreachable, Field(discriminator="schema_")]
+NotifierEvent = Annotated[ReplyReceived | FamilyUnreachable | InboundUnmatched,
+                          Field(discriminator="schema_")]

@@ -4,7 +4,9 @@ those messages were about. It is stored, shown to staff and announced to triage
 (`ReplyReceived`, through the transactional outbox), and it stops those requests' fallback
 chains: the family has been heard. A school that never texted the number (it is only a later
 contact in its chain) is not affected. A reply nobody's message explains is stored and flagged,
-never dropped. STOP/START keywords change the opt-out list instead (notifier.optout).
+never dropped; when it is an ordinary message from a number in E.164 form it is also passed to
+triage (`InboundUnmatched`), which owns the rosters and may find the family a parent who
+texted first (docs/rules.md "Parents who tell the school first"). STOP/START keywords change the opt-out list instead (notifier.optout).
 
 Each MessageSid is taken once (`inbound_messages`): a replayed webhook changes nothing, even if
 a school has texted the number since. Bodies and phone numbers are stored, never logged."""
@@ -13,11 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker_messages.contact import ReplyReceived
-from broker_messages.topology import REPLY_ROUTING_KEY
+from broker_messages.contact import InboundUnmatched, ReplyReceived
+from broker_messages.topology import INBOUND_UNMATCHED_ROUTING_KEY, REPLY_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
 from sqlalchemy import and_, func, select
@@ -40,6 +43,9 @@ from notifier.notification_store import Status
 _ANSWERABLE = (Status.SENDING, Status.SENT, Status.DELIVERED)
 
 log = logging.getLogger(__name__)
+
+# Only a number triage could find on a roster (docs/contract.md §3: contacts are E.164).
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 @dataclass
@@ -99,6 +105,9 @@ class ReplyDesk:
                 elif school_urn is not None:
                     await self._announce(conn, reply_id, school_urn, match, now)
                     announced = True
+                elif _E164.match(from_phone):
+                    await _pass_on_unmatched(conn, reply_id, from_phone, body, now)
+                    announced = True
                 log.info("notifier.reply.stored reply_id=%s kind=%s matched=%s", reply_id,
                          kind or "reply", school_urn is not None)
         if announced:
@@ -150,6 +159,16 @@ class ReplyDesk:
         await notification_store.cancel_pending(
             conn, requests, cancelled_note("the family replied"), now, family_only=True,
             error="the family replied")
+
+
+async def _pass_on_unmatched(conn: AsyncConnection, reply_id: str, phone: str, body: str,
+                             now: dt.datetime) -> None:
+    """Triage looks the number up on its rosters: a parent may be telling the school first."""
+    event = InboundUnmatched(message_id=reply_id, from_phone=phone, body=body[:1600],
+                             received_at=now)
+    await conn.execute(outbox.insert().values(
+        message_id=reply_id, routing_key=INBOUND_UNMATCHED_ROUTING_KEY,
+        body=event.model_dump_json(by_alias=True).encode(), created_at=now))
 
 
 async def _first_time(conn: AsyncConnection, message_sid: str, now: dt.datetime) -> bool:
