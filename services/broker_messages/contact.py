@@ -153,6 +153,22 @@ class InboundUnmatched(BaseModel):
     received_at: AwareDatetime
 
 
+class FamilyOptedOut(BaseModel):
+    """Notifier -> triage: a number replied STOP and is newly opted out (docs/rules.md
+    "family_opted_out"), at these schools (those that texted it), or at every school when none
+    had. Triage finds the families on its rosters and tells each school's attendance officer
+    once what happens instead."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_: Literal["family.opted_out/v1"] = Field("family.opted_out/v1", alias="schema")
+    message_id: str = Field(min_length=1, max_length=100)
+    from_phone: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$")
+    # Empty: the STOP answered no school's message, so it holds for every school.
+    school_urns: tuple[str, ...] = ()
+    received_at: AwareDatetime
+
+
 # What arrives on triage's queue from the notifier.
-NotifierEvent = Annotated[ReplyReceived | FamilyUnreachable | InboundUnmatched,
+NotifierEvent = Annotated[ReplyReceived | FamilyUnreachable | InboundUnmatched | FamilyOptedOut,
                           Field(discriminator="schema_")]

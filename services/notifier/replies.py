@@ -19,8 +19,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker_messages.contact import InboundUnmatched, ReplyReceived
-from broker_messages.topology import INBOUND_UNMATCHED_ROUTING_KEY, REPLY_ROUTING_KEY
+from broker_messages.contact import FamilyOptedOut, InboundUnmatched, ReplyReceived
+from broker_messages.topology import (
+    FAMILY_OPTED_OUT_ROUTING_KEY,
+    INBOUND_UNMATCHED_ROUTING_KEY,
+    REPLY_ROUTING_KEY,
+)
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
 from sqlalchemy import and_, func, select
@@ -70,6 +74,7 @@ class ReplyDesk:
         the school texted most recently first."""
         now = self._clock.now()
         stored: list[str] = []
+        stopped: list[str] = []
         announced = False
         async with self._engine.begin() as conn:
             if not await _first_time(conn, message_sid, now):
@@ -98,8 +103,9 @@ class ReplyDesk:
                 )
                 stored.append(reply_id)
                 if kind == "opt_out":
-                    await optout.opt_out(conn, school_urn or optout.ANY_SCHOOL, from_phone,
-                                         "stop-keyword", now)
+                    stop_at = school_urn or optout.ANY_SCHOOL
+                    if await optout.opt_out(conn, stop_at, from_phone, "stop-keyword", now):
+                        stopped.append(stop_at)
                 elif kind == "opt_in":
                     await optout.opt_in(conn, [school_urn] if school_urn else [], from_phone)
                 elif school_urn is not None:
@@ -110,6 +116,9 @@ class ReplyDesk:
                     announced = True
                 log.info("notifier.reply.stored reply_id=%s kind=%s matched=%s", reply_id,
                          kind or "reply", school_urn is not None)
+            if stopped and _E164.match(from_phone):
+                await _pass_on_opt_out(conn, message_sid, from_phone, stopped, now)
+                announced = True
         if announced:
             self._on_published()
         return stored
@@ -168,6 +177,18 @@ async def _pass_on_unmatched(conn: AsyncConnection, reply_id: str, phone: str, b
                              received_at=now)
     await conn.execute(outbox.insert().values(
         message_id=reply_id, routing_key=INBOUND_UNMATCHED_ROUTING_KEY,
+        body=event.model_dump_json(by_alias=True).encode(), created_at=now))
+
+
+async def _pass_on_opt_out(conn: AsyncConnection, message_sid: str, phone: str,
+                           stopped_at: list[str], now: dt.datetime) -> None:
+    """docs/rules.md "family_opted_out": triage tells each school's officer, once."""
+    every_school = optout.ANY_SCHOOL in stopped_at
+    event = FamilyOptedOut(message_id=message_sid[:100], from_phone=phone,
+                           school_urns=() if every_school else tuple(sorted(stopped_at)),
+                           received_at=now)
+    await conn.execute(outbox.insert().values(
+        message_id=f"opted-out:{message_sid}"[:200], routing_key=FAMILY_OPTED_OUT_ROUTING_KEY,
         body=event.model_dump_json(by_alias=True).encode(), created_at=now))
 
 

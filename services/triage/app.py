@@ -69,7 +69,8 @@ class TriageService:
         self.relay: OutboxRelay | None = None
         self.scheduler: Scheduler | None = None
         self.consumer: BatchConsumer[RegisterMark | PupilRemoved] | None = None
-        self.replies = ReplyRecorder(self.engine, self.clock, self.schools)
+        self.replies = ReplyRecorder(self.engine, self.clock, self.schools,
+                                     on_enqueued=self._wake_relay)
         self.reply_consumer: BatchConsumer[NotifierMessage] | None = None
 
     async def start(self) -> None:

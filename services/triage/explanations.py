@@ -33,7 +33,7 @@ from triage.heard import FAMILY_RECALLED, forget_reply, record_reply
 from triage.models import explanation_pupils, explanations, pupils, scheduled_actions
 from triage.rules import Schedule, first_day_contact
 from triage.rules.marks import is_stale
-from triage.school_document import stored_pupil
+from triage.school_document import Pupil, stored_pupil
 from triage.schools import SchoolContext, SchoolContextCache
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,16 @@ class ExplanationStatus(StrEnum):
 
 
 @dataclass
-class _Family:
+class Family:
     """The pupils at one school whose contacts have the number, and those contacts."""
 
-    pupil_ids: list[str] = field(default_factory=list)
+    pupils: list[Pupil] = field(default_factory=list)
     contact_refs: list[str] = field(default_factory=list)
     no_contact: bool = False
+
+    @property
+    def pupil_ids(self) -> list[str]:
+        return [pupil.id for pupil in self.pupils]
 
 
 def reply_id(explanation_id: int) -> str:
@@ -59,20 +63,21 @@ def reply_id(explanation_id: int) -> str:
     return f"explanation:{explanation_id}"
 
 
-async def families_with(conn: AsyncConnection, phone: str) -> dict[str, _Family]:
+async def families_with(conn: AsyncConnection, phone: str) -> dict[str, Family]:
     """Per school, the pupils on roll with a contact at this number. The JSON text is narrowed
     in SQL and each record then read typed: a number is only a match on a contact's phone."""
     rows = await conn.execute(
         select(pupils.c.school_urn, pupils.c.pupil_id, pupils.c.record)
         .where(pupils.c.on_roll.is_(True), cast(pupils.c.record, Text).contains(f'"{phone}"'))
         .order_by(pupils.c.school_urn, pupils.c.pupil_id))
-    found: dict[str, _Family] = {}
+    found: dict[str, Family] = {}
     for school_urn, pupil_id, record in rows:
-        contacts = [c for c in stored_pupil(record).contacts if c.phone == phone]
+        pupil = stored_pupil(record)
+        contacts = [c for c in pupil.contacts if c.phone == phone]
         if not contacts:
             continue
-        family = found.setdefault(school_urn, _Family())
-        family.pupil_ids.append(pupil_id)
+        family = found.setdefault(school_urn, Family())
+        family.pupils.append(pupil)
         family.contact_refs.extend(f"{pupil_id}/contact/{c.priority}" for c in contacts)
         family.no_contact |= any(c.no_contact for c in contacts)
     return found
@@ -114,7 +119,7 @@ async def report_inbound(conn: AsyncConnection, message: InboundUnmatched,
 
 
 async def _hear_family(conn: AsyncConnection, explanation_id: int, school_urn: str,
-                       family: _Family, message: InboundUnmatched, context: SchoolContext,
+                       family: Family, message: InboundUnmatched, context: SchoolContext,
                        now: dt.datetime) -> list[str]:
     """As a reply, and as staff who spoke to the family: returns the keys cancelled."""
     reason = "a parent told the school about the absence: stop chasing this episode"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from broker_messages.contact import (
+    FamilyOptedOut,
     FamilyUnreachable,
     InboundUnmatched,
     NotifierEvent,
@@ -24,19 +26,23 @@ from triage import tasks
 from triage.decisions import Outcome
 from triage.explanations import report_inbound
 from triage.heard import record_reply
+from triage.opt_outs import pass_on
 from triage.rules import family_unreachable, rule_named
 from triage.schools import SchoolContextCache
 
-NotifierMessage = ReplyReceived | FamilyUnreachable | InboundUnmatched
+NotifierMessage = ReplyReceived | FamilyUnreachable | InboundUnmatched | FamilyOptedOut
 EVENT_ADAPTER: TypeAdapter[NotifierMessage] = TypeAdapter(NotifierEvent)
 
 log = logging.getLogger(__name__)
 
 class ReplyRecorder:
-    def __init__(self, engine: AsyncEngine, clock: Clock, schools: SchoolContextCache) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock, schools: SchoolContextCache,
+                 on_enqueued: Callable[[], None] = lambda: None) -> None:
         self._engine = engine
         self._clock = clock
         self._schools = schools
+        # Wakes the outbox relay: an officer's alert or a recalled contact may be waiting.
+        self._on_enqueued = on_enqueued
 
     async def apply(self, received: list[NotifierMessage]) -> list[str | None]:
         now = self._clock.now()
@@ -48,6 +54,9 @@ class ReplyRecorder:
                 if isinstance(reply, InboundUnmatched):
                     await report_inbound(conn, reply, self._schools, now)
                     continue
+                if isinstance(reply, FamilyOptedOut):
+                    await pass_on(conn, reply, self._schools, now)
+                    continue
                 if not reply.pupil_ids:
                     continue
                 recorded = await record_reply(
@@ -57,6 +66,7 @@ class ReplyRecorder:
                 if recorded is not None:
                     log.info("triage.reply.recorded reply_id=%s pupils=%d", reply.reply_id,
                              len(recorded[0]))
+        self._on_enqueued()
         return [None] * len(received)
 
 

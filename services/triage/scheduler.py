@@ -250,11 +250,14 @@ class Scheduler:
             lead = group[0]
             family = list(lead.plan.family)
             keys = [action_key(p.action) for p in group]
-            unreachable = [*lead.context.staff_recipients("attendance_officer")]
+            # docs/rules.md "family_unreachable": only a contact the school must make raises
+            # it (officer and social worker); opt-in information (the weekly update) does not,
+            # so an opted-out family is not reported again every week.
+            unreachable = []
             lead_rule = rule_named(lead.action.rule)
             if lead_rule is not None and lead_rule.must_reach_family:
-                # docs/rules.md "family_unreachable": the social worker hears too.
-                unreachable += [worker for p in group for worker in social_worker(p.record)]
+                unreachable = [*lead.context.staff_recipients("attendance_officer"),
+                               *(worker for p in group for worker in social_worker(p.record))]
             request = ContactRequest(
                 request_id=request_id_for(keys), rule=lead.action.rule,
                 school=lead.context.school, date=lead.action.date,
