@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -60,6 +61,24 @@ class DeliveryWindow(BaseModel):
     school_days: tuple[dt.date, ...] = ()
 
 
+class FollowOn(BaseModel):
+    """One child's own chain, tried when a carer shared with siblings (`family`) was not
+    reached: it names only that child (docs/rules.md "Siblings")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pupil_id: str
+    family: tuple[Recipient, ...] = ()
+
+
+def follow_on_id(request_id: str, pupil_id: str) -> str:
+    """The request id of one child's follow-on chain: deterministic, within 200 characters."""
+    joined = f"{request_id}/{pupil_id}"
+    if len(joined) <= 200:
+        return joined
+    return "follow:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
 class ContactRequest(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
@@ -75,6 +94,9 @@ class ContactRequest(BaseModel):
     # Parents/carers in priority order: tried one after another until one is reached
     # (docs/rules.md "Contact order"); `no_contact` contacts are never included.
     family: tuple[Recipient, ...] = ()
+    # After `family` (a carer shared by siblings whose other contacts differ) is not reached,
+    # each child's own chain goes on separately; empty: `family` is the whole chain.
+    follow_on: tuple[FollowOn, ...] = ()
     # Told once when nobody in `family` could be reached (the attendance officer).
     unreachable: tuple[Recipient, ...] = ()
     delivery: DeliveryWindow = DeliveryWindow()

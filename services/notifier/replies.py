@@ -163,7 +163,7 @@ class ReplyDesk:
         await conn.execute(outbox.insert().values(
             message_id=reply_id, routing_key=REPLY_ROUTING_KEY,
             body=event.model_dump_json(by_alias=True).encode(), created_at=now))
-        requests = sorted(match.request_ids)
+        requests = await chains.with_follow_ons(conn, sorted(match.request_ids))
         await chains.stop_for_reply(conn, requests, now)
         await notification_store.cancel_pending(
             conn, requests, cancelled_note("the family replied"), now, family_only=True,
