@@ -242,14 +242,41 @@ class Scheduler:
         # comes first and, if not reached, each child's own chain goes on naming only that
         # child (`follow_on`), so nobody is told about a child they may not be contacted about.
         groups: dict[tuple[Any, ...], list[_FamilyPart]] = defaultdict(list)
+        informing = 0
         for part in parts:
+            rule = rule_named(part.action.rule)
+            if rule is not None and rule.every_contact:
+                await self._inform_everyone(conn, part, now)
+                informing += 1
+                continue
             details = tuple(sorted(part.plan.details.items()))
             groups[(part.context.urn, part.action.rule, part.action.date,
                     first_contact_address(part.plan.family[0]), details)].append(part)
         for group in groups.values():
             group.sort(key=lambda p: p.pupil.pupil_id)
             await self._request_family(conn, group, now)
-        return len(groups)
+        return len(groups) + informing
+
+    async def _inform_everyone(self, conn: AsyncConnection, part: _FamilyPart,
+                               now: dt.datetime) -> None:
+        """docs/rules.md "Contact order": information goes to every family recipient, each a
+        request of their own (a chain of one, so opt-outs, quiet hours and replies work as for
+        any family message); nobody is told when one cannot be reached."""
+        base = action_key(part.action)
+        requests = []
+        for recipient in part.plan.family:
+            request = ContactRequest(
+                request_id=request_id_for([base, recipient.ref]), rule=part.action.rule,
+                school=part.context.school, date=part.action.date, pupils=(part.pupil,),
+                family=(recipient,), delivery=part.context.delivery_window(part.action.date),
+                episode_start=part.plan.episode_start, details=part.plan.details,
+                requested_at=now)
+            await self._enqueue(conn, request, now)
+            requests.append(request.request_id)
+        await self._finish(conn, part.action, ActionStatus.REQUESTED,
+                           f"sent to every contact who may hear it ({len(requests)})", now,
+                           skipped=part.plan.skipped,
+                           recipients=[f.ref for f in part.plan.family], requests=requests)
 
     async def _request_family(self, conn: AsyncConnection, group: list[_FamilyPart],
                               now: dt.datetime) -> None:
