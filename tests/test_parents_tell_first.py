@@ -11,6 +11,7 @@ from sqlalchemy import select
 from triage.models import scheduled_actions
 
 from tests.factories import LONDON, MONDAY, contact, mark, pupil, school
+from tests.scenarios import register, tasks
 from tests.stack import Stack
 
 TOM_PARENT = "+447700900001"
@@ -158,3 +159,22 @@ async def test_a_number_on_no_roster_stays_unmatched_at_the_notifier(stack: Stac
     assert await _pending(stack) == []
     replies = (await stack.notifier_api.get("/api/v1/replies")).json()
     assert [(r["matched"], r["school_urn"]) for r in replies] == [(False, None)]
+
+
+async def test_a_report_on_the_first_morning_means_no_home_visit_for_the_episode(
+        stack: Stack) -> None:
+    await stack.put_school(school([pupil("P1", "Tom", contacts=[
+        contact(1, phone=TOM_PARENT, email=None)])]))
+    stack.at(7, 45)
+    await stack.inbound_sms(TOM_PARENT, REPORT)
+    await stack.notifier_events_processed(1)
+    for offset in range(3):  # Monday to Wednesday, N each morning
+        await register(stack, "P1", MONDAY + dt.timedelta(days=offset))
+    await stack.handed_over()
+    assert await tasks(stack, "home_visit") == []
+    assert [t["to"] for t in stack.twilio.messages] == []
+    timeline = (await stack.triage_api.get("/api/v1/pupils/P1/timeline",
+                                           params={"school_urn": "123456"})).json()
+    visits = [a for a in timeline["actions"] if a["rule"] == "day3_home_visit"]
+    assert visits and all(a["status"] == "cancelled" for a in visits)
+    assert [m["code"] for m in timeline["marks"]] == ["N", "N", "N"], "only the school re-codes"
