@@ -230,6 +230,18 @@ class Stack:
                                    topology.CONTACT_CANCEL_ROUTING_KEY)
         return cancel
 
+    def published_by_triage(self, count: int) -> None:
+        """Events triage itself published (an accepted explanation's marks): `processed()`
+        waits for them too."""
+        self._published += count
+
+    async def notifier_events_processed(self, count: int, timeout: float = 15.0) -> None:
+        """Wait until triage has settled `count` messages from the notifier in all (replies,
+        unreachable families, texts that answered nothing), relayed by its outbox."""
+        assert self.triage.reply_consumer is not None and self.notifier.relay is not None
+        await self.notifier.relay.publish_pending()
+        await self.triage.reply_consumer.wait_settled(count, timeout)
+
     async def requests_processed(self, timeout: float = 15.0) -> None:
         """Wait until the notifier has settled (accepted or dead-lettered) every request
         published with `publish_requests`; requests from triage share the same count."""

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from triage.app import TriageService
 from triage.app import create_app as triage_app
-from triage.models import api_keys, pupils, tasks
+from triage.models import api_keys, explanations, pupils, tasks
 from triage.settings import TriageSettings
 
 from tests.factories import LONDON, MONDAY, contact, mark, pupil, school
@@ -158,9 +158,11 @@ async def test_keys_are_managed_from_the_command_line(tmp_path: Path, service: s
 
 async def _school_a_with_history(stack: Stack) -> int:
     """School A with a pupil absent, texted and emailed, a parent's reply, a reply from an
-    unknown number and an open task: something for every route to leak. Returns the task id."""
+    unknown number, a text from a second carer nobody texted (a pending explanation) and an
+    open task: something for every route to leak. Returns the task id."""
     document = school([pupil("P1", "Zebedee", contacts=[
-        contact(1, phone="+447700900071", email="zeb.parent@example.com")])], urn=SCHOOL_A)
+        contact(1, phone="+447700900071", email="zeb.parent@example.com"),
+        contact(2, phone="+447700900072", email=None)])], urn=SCHOOL_A)
     document["name"] = "Ashgrove Academy"
     assert (await stack.put_school(document)).status_code == 200
     await stack.publish(mark("P1", "N", urn=SCHOOL_A))
@@ -169,10 +171,12 @@ async def _school_a_with_history(stack: Stack) -> int:
     assert await stack.run_due() >= 1
     await stack.handed_over()
     await stack.sent(2)
-    for sender, sid in (("+447700900071", "SM" + "a" * 32), ("+447700900555", "SM" + "b" * 32)):
+    for sender, sid in (("+447700900071", "SM" + "a" * 32), ("+447700900555", "SM" + "b" * 32),
+                        ("+447700900072", "SM" + "c" * 32)):
         reply = await stack.twilio_webhook("/twilio/inbound", {
             "MessageSid": sid, "From": sender, "To": "+447700900999", "Body": "Zebedee is ill"})
         assert reply.status_code == 200
+    await stack.notifier_events_processed(3)
     now = dt.datetime.combine(MONDAY, dt.time(10), tzinfo=LONDON)
     async with stack.triage.engine.begin() as conn:
         inserted = await conn.execute(tasks.insert().values(
@@ -239,6 +243,12 @@ def _tenancy_calls(task_id: int) -> dict[tuple[str, str, str], list[Call]]:
             ({"school_urn": SCHOOL_A}, {"by": "u1"}, _refused)],
         ("triage", "GET", "/api/v1/schools/{urn}/absences"): [({}, None, _refused)],
         ("triage", "GET", "/api/v1/schools/{urn}/parked"): [({}, None, _refused)],
+        ("triage", "GET", "/api/v1/schools/{urn}/explanations"): [
+            ({}, None, _refused), ({"status": "pending"}, None, _refused)],
+        ("triage", "POST", "/api/v1/schools/{urn}/explanations/{explanation_id}/accept"): [
+            ({}, {"code": "I", "by": "u1"}, _refused)],
+        ("triage", "POST", "/api/v1/schools/{urn}/explanations/{explanation_id}/dismiss"): [
+            ({}, {"by": "u1"}, _refused)],
         ("triage", "GET", "/api/v1/attendance"): [
             ({}, None, _no_rows), ({"school_urn": SCHOOL_A}, None, _refused),
             ({"list": "penalty_notice"}, None, _no_rows)],
@@ -276,7 +286,8 @@ async def test_a_key_for_one_school_sees_nothing_of_another_on_any_route(stack: 
     keys = {name: (await _make_key(client, EVERY_SCOPE_BUT_ADMIN, [SCHOOL_B]))
             for name, client in clients.items()}
     path_values = {"urn": SCHOOL_A, "task_id": str(task_id), "pupil_id": "P1",
-                   "rule": "first_day_contact", "key_id": keys["triage"]["id"]}
+                   "rule": "first_day_contact", "key_id": keys["triage"]["id"],
+                   "explanation_id": "1"}
     calls = _tenancy_calls(task_id)
     spec = {(name, method.upper(), path)
             for name, client in clients.items()
@@ -296,10 +307,11 @@ async def test_a_key_for_one_school_sees_nothing_of_another_on_any_route(stack: 
             check(response)
             assert not any(marker in response.text for marker in A_MARKERS), (path, query)
 
-    # Nothing of A changed: still on roll, task still open, no key was revoked.
+    # Nothing of A changed: still on roll, task and explanation still open, no key revoked.
     async with stack.triage.engine.connect() as conn:
         assert (await conn.execute(select(pupils.c.on_roll))).scalars().all() == [True]
         assert (await conn.execute(select(tasks.c.status))).scalars().all() == ["open"]
+        assert (await conn.execute(select(explanations.c.status))).scalars().all() == ["pending"]
     for name, client in clients.items():
         assert [k["revoked_at"] for k in (await client.get("/api/v1/keys")).json()] == [None]
     # And the key does work for its own school.

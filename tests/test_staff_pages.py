@@ -198,3 +198,50 @@ def test_the_contact_state_follows_the_furthest_point_reached() -> None:
     alert = held | {"rule": "social_worker_unexplained", "recipient_role": "social_worker",
                     "status": "delivered"}
     assert contact_of(absence, [alert], [], now).state.key == "requested"
+
+
+async def test_what_a_family_texted_first_is_on_today_and_accepted_from_there(
+        stack: Stack, tmp_path: object) -> None:
+    await stack.put_school(school([
+        pupil("P1", "Tom", contacts=[contact(1, phone="+447700900001", email=None)]),
+        pupil("P2", "Ada", contacts=[contact(1, phone="+447700900002", email=None)]),
+    ]))
+    stack.at(7, 45)
+    await stack.inbound_sms("+447700900001", "Tom has a temperature, not coming in today")
+    await stack.inbound_sms("+447700900002", "Ada's tooth came out")
+    await stack.notifier_events_processed(2)
+    stack.at(8, 52)
+    await stack.publish(mark("P1", "N"), mark("P2", "N"))
+    await stack.processed()
+    stack.at(9, 5)
+    async with signed_in(stack, tmp_path, Role.ATTENDANCE_OFFICER, ["123456"]) as client:
+        today = await client.get("/schools/123456/today")
+        assert "Families who told us first" in today.text
+        assert "Tom has a temperature" in today.text and "tooth came out" in today.text
+        token = await csrf(client, "/schools/123456/today")
+        pending = (await stack.triage_api.get("/api/v1/schools/123456/explanations",
+                                              params={"status": "pending"})).json()
+        ids = {p["pupils"][0]["pupil_id"]: p["id"] for p in pending}
+        unchosen = await client.post(f"/schools/123456/explanations/{ids['P1']}/accept",
+                                     data={"csrf_token": token, "code": ""})
+        assert unchosen.status_code == 422
+        forged = await client.post(f"/schools/123456/explanations/{ids['P1']}/accept",
+                                   data={"csrf_token": "forged", "code": "I"})
+        assert forged.status_code == 403
+        accepted = await client.post(f"/schools/123456/explanations/{ids['P1']}/accept",
+                                     data={"csrf_token": token, "code": "I"})
+        assert accepted.status_code == 303 and accepted.headers["location"].endswith(
+            "done=accepted")
+        dismissed = await client.post(f"/schools/123456/explanations/{ids['P2']}/dismiss",
+                                      data={"csrf_token": token})
+        assert dismissed.status_code == 303
+        again = await client.post(f"/schools/123456/explanations/{ids['P2']}/dismiss",
+                                  data={"csrf_token": token})
+        assert again.status_code == 409
+        today = await client.get("/schools/123456/today?done=accepted")
+        assert "Families who told us first" not in today.text
+    stack.published_by_triage(1)
+    await stack.processed()
+    timeline = (await stack.triage_api.get("/api/v1/pupils/P1/timeline",
+                                           params={"school_urn": "123456"})).json()
+    assert [m["code"] for m in timeline["marks"]] == ["I"]

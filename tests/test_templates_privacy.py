@@ -34,7 +34,8 @@ def _request(rule: str) -> ContactRequest:
                  "visit_day": "2026-11-23", "sessions": "AM and PM", "recode_within_days": 5,
                  "about_rule": "first day contact", "contacts_tried": 0,
                  "why": "no contact can be used", "contact_attempts": 1,
-                 "home_visit_planned": 1, "school_contact": "R Baish"},
+                 "home_visit_planned": 1, "school_contact": "R Baish",
+                 "instead": "emails to Jane Doe still go"},
         requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
     )
 

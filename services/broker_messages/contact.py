@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -60,6 +61,24 @@ class DeliveryWindow(BaseModel):
     school_days: tuple[dt.date, ...] = ()
 
 
+class FollowOn(BaseModel):
+    """One child's own chain, tried when a carer shared with siblings (`family`) was not
+    reached: it names only that child (docs/rules.md "Siblings")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pupil_id: str
+    family: tuple[Recipient, ...] = ()
+
+
+def follow_on_id(request_id: str, pupil_id: str) -> str:
+    """The request id of one child's follow-on chain: deterministic, within 200 characters."""
+    joined = f"{request_id}/{pupil_id}"
+    if len(joined) <= 200:
+        return joined
+    return "follow:" + hashlib.sha256(joined.encode()).hexdigest()
+
+
 class ContactRequest(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
@@ -75,6 +94,9 @@ class ContactRequest(BaseModel):
     # Parents/carers in priority order: tried one after another until one is reached
     # (docs/rules.md "Contact order"); `no_contact` contacts are never included.
     family: tuple[Recipient, ...] = ()
+    # After `family` (a carer shared by siblings whose other contacts differ) is not reached,
+    # each child's own chain goes on separately; empty: `family` is the whole chain.
+    follow_on: tuple[FollowOn, ...] = ()
     # Told once when nobody in `family` could be reached (the attendance officer).
     unreachable: tuple[Recipient, ...] = ()
     delivery: DeliveryWindow = DeliveryWindow()
@@ -138,5 +160,37 @@ class ReplyReceived(BaseModel):
     received_at: AwareDatetime
 
 
+class InboundUnmatched(BaseModel):
+    """Notifier -> triage: an SMS that answers no message of ours (docs/rules.md "Parents who
+    tell the school first"). The notifier has no roster; triage matches the number against
+    the contacts of its pupils and keeps the text as a pending explanation for the school."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_: Literal["inbound.unmatched/v1"] = Field("inbound.unmatched/v1", alias="schema")
+    # The notifier's reply id (the MessageSid's): the same message delivered twice is one.
+    message_id: str = Field(min_length=1, max_length=100)
+    from_phone: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$")
+    body: str = Field(max_length=1600)
+    received_at: AwareDatetime
+
+
+class FamilyOptedOut(BaseModel):
+    """Notifier -> triage: a number replied STOP and is newly opted out (docs/rules.md
+    "family_opted_out"), at these schools (those that texted it), or at every school when none
+    had. Triage finds the families on its rosters and tells each school's attendance officer
+    once what happens instead."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    schema_: Literal["family.opted_out/v1"] = Field("family.opted_out/v1", alias="schema")
+    message_id: str = Field(min_length=1, max_length=100)
+    from_phone: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$")
+    # Empty: the STOP answered no school's message, so it holds for every school.
+    school_urns: tuple[str, ...] = ()
+    received_at: AwareDatetime
+
+
 # What arrives on triage's queue from the notifier.
-NotifierEvent = Annotated[ReplyReceived | FamilyUnreachable, Field(discriminator="schema_")]
+NotifierEvent = Annotated[ReplyReceived | FamilyUnreachable | InboundUnmatched | FamilyOptedOut,
+                          Field(discriminator="schema_")]

@@ -30,7 +30,10 @@ REQUESTS_DEAD_QUEUE = "notifier.requests.dead"
 NOTIFIER_EVENTS_EXCHANGE = "notifier.events"
 REPLY_ROUTING_KEY = "reply.received"
 FAMILY_UNREACHABLE_ROUTING_KEY = "family.unreachable"
-NOTIFIER_EVENT_ROUTING_KEYS = (REPLY_ROUTING_KEY, FAMILY_UNREACHABLE_ROUTING_KEY)
+INBOUND_UNMATCHED_ROUTING_KEY = "inbound.unmatched"
+FAMILY_OPTED_OUT_ROUTING_KEY = "family.opted_out"
+NOTIFIER_EVENT_ROUTING_KEYS = (REPLY_ROUTING_KEY, FAMILY_UNREACHABLE_ROUTING_KEY,
+                               INBOUND_UNMATCHED_ROUTING_KEY, FAMILY_OPTED_OUT_ROUTING_KEY)
 TRIAGE_REPLIES_QUEUE = "triage.replies"
 
 # A message that keeps failing is dead-lettered after this many deliveries

@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from broker_messages.contact import ContactCancelled, ContactRequest, Recipient
+from broker_messages.contact import ContactCancelled, ContactRequest, Recipient, follow_on_id
 from servicekit.clock import Clock
 from sqlalchemy import Row, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -49,7 +49,9 @@ def without_pupils(request: ContactRequest, pupil_ids: set[str]) -> ContactReque
     kept = tuple(p for p in request.pupils if p.pupil_id not in pupil_ids)
     if not pupil_ids or not kept:
         return None
-    return request.model_copy(update={"pupils": kept})
+    return request.model_copy(update={
+        "pupils": kept,
+        "follow_on": tuple(f for f in request.follow_on if f.pupil_id not in pupil_ids)})
 
 
 class Cancellations:
@@ -78,15 +80,16 @@ class Cancellations:
         """One cancellation, in the caller's transaction; returns the pending rows it
         cancelled."""
         chain = await chains.locked(conn, cancel.request_id)
+        settled = await _cancel_follow_ons(conn, cancel, chain, now)
         if chain is not None and chain.payload and chain.state != ChainState.CANCELLED:
             request = ContactRequest.model_validate_json(chain.payload)
             narrowed = without_pupils(request, set(cancel.pupil_ids))
             if narrowed is not None:
                 await self._narrow(conn, narrowed, cancel, now)
-                return []
+                return settled
         cancelled_pupils = sorted({*(chain.cancelled_pupils or [] if chain else []),
                                    *cancel.pupil_ids})
-        return await _cancel_all(conn, cancel, cancelled_pupils, now)
+        return settled + await _cancel_all(conn, cancel, cancelled_pupils, now)
 
     async def _narrow(self, conn: AsyncConnection, narrowed: ContactRequest,
                       cancel: ContactCancelled, now: dt.datetime) -> None:
@@ -120,6 +123,25 @@ def _recipient_of(request: ContactRequest, row: AnyRow) -> Recipient | None:
     candidates = request.unreachable if row.kind == "unreachable" else request.recipients
     ref = row.recipient_ref.removeprefix("unreachable:")
     return next((r for r in candidates if r.ref == ref), None)
+
+
+async def _cancel_follow_ons(conn: AsyncConnection, cancel: ContactCancelled,
+                            chain: Row[Any] | None, now: dt.datetime) -> list[Row[Any]]:
+    """A shared carer was not reached and the cancelled children's own chains already go on
+    (docs/rules.md "Siblings"): those are cancelled too. Before the split, narrowing the
+    request takes them out of `follow_on` instead."""
+    if chain is None or chain.state != ChainState.SPLIT:
+        return []
+    request = ContactRequest.model_validate_json(chain.payload)
+    named = set(cancel.pupil_ids) or {p.pupil_id for p in request.pupils}
+    settled: list[Row[Any]] = []
+    for follow_on in request.follow_on:
+        if follow_on.pupil_id in named:
+            child = cancel.model_copy(update={
+                "request_id": follow_on_id(cancel.request_id, follow_on.pupil_id),
+                "pupil_ids": (follow_on.pupil_id,)})
+            settled += await _cancel_all(conn, child, [follow_on.pupil_id], now)
+    return settled
 
 
 async def _cancel_all(conn: AsyncConnection, cancel: ContactCancelled,

@@ -13,7 +13,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from broker_messages.contact import ContactRequest
+from broker_messages.contact import ContactRequest, follow_on_id
 from servicekit.database import dialect_insert, supports_skip_locked
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,6 +28,8 @@ class ChainState(StrEnum):
     REACHED = "reached"
     REPLIED = "replied"
     UNREACHABLE = "unreachable"
+    # A carer shared by siblings was not reached: each child's follow-on chain goes on alone.
+    SPLIT = "split"
     NONE = "none"  # no family to chase
     CANCELLED = "cancelled"
 
@@ -38,6 +40,7 @@ TRANSITIONS: dict[str, frozenset[ChainState]] = {
     "reach": frozenset({ChainState.CHASING}),
     "next_contact": frozenset({ChainState.CHASING}),
     "exhaust": frozenset({ChainState.CHASING}),
+    "split": frozenset({ChainState.CHASING}),
     # docs/rules.md "Replies": the family has been heard.
     "reply": frozenset({ChainState.CHASING}),
     # docs/rules.md "Amendments": final whatever came before.
@@ -115,6 +118,20 @@ async def mark_for_check(conn: AsyncConnection, request_id: str, now: dt.datetim
                        .where(contact_requests.c.request_id == request_id,
                               contact_requests.c.state == ChainState.CHASING)
                        .values(check_at=now))
+
+
+async def with_follow_ons(conn: AsyncConnection, request_ids: list[str]) -> list[str]:
+    """These requests and, for those split after a shared carer was not reached, each child's
+    follow-on chain: a reply from that carer is about all of them."""
+    rows = await conn.execute(
+        select(contact_requests.c.payload)
+        .where(contact_requests.c.request_id.in_(request_ids),
+               contact_requests.c.state == ChainState.SPLIT))
+    found = list(request_ids)
+    for (payload,) in rows:
+        request = ContactRequest.model_validate_json(payload)
+        found += [follow_on_id(request.request_id, f.pupil_id) for f in request.follow_on]
+    return sorted(set(found))
 
 
 async def stop_for_reply(conn: AsyncConnection, request_ids: list[str],

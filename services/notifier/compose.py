@@ -8,7 +8,7 @@ import uuid
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from broker_messages.contact import Channel, ContactRequest, Recipient
+from broker_messages.contact import Channel, ContactRequest, FollowOn, Recipient, follow_on_id
 
 from notifier.quiet_hours import next_send_time
 from notifier.templates import Rendered, TemplateLibrary, context_for
@@ -23,6 +23,19 @@ def is_held_by_quiet_hours(request: ContactRequest, recipient: Recipient, channe
     if channel == "email":
         return False
     return recipient.role == "parent" or not request.safeguarding
+
+
+def follow_on_request(request: ContactRequest, follow_on: FollowOn) -> ContactRequest:
+    """One child's own chain after a carer shared with siblings was not reached: the request
+    naming only that child, with that child's contacts and social worker."""
+    pupil_id = follow_on.pupil_id
+    return request.model_copy(update={
+        "request_id": follow_on_id(request.request_id, pupil_id),
+        "pupils": tuple(p for p in request.pupils if p.pupil_id == pupil_id),
+        "family": follow_on.family, "follow_on": (),
+        "unreachable": tuple(r for r in request.unreachable if r.role != "social_worker"
+                             or r.ref.startswith(f"{pupil_id}/")),
+    })
 
 
 def notification_rows(

@@ -18,16 +18,17 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from broker_messages.contact import ContactRequest, FamilyUnreachable
+from broker_messages.contact import ContactRequest, FamilyUnreachable, FollowOn
 from broker_messages.topology import FAMILY_UNREACHABLE_ROUTING_KEY
 from servicekit.clock import Clock
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notifier import chains, notification_store
 from notifier.chains import ChainState
-from notifier.compose import notification_rows
+from notifier.compose import follow_on_request, notification_rows
+from notifier.intake import intake_contacts
 from notifier.models import outbox
 from notifier.notification_store import HANDED_OVER, Status
 from notifier.templates import TemplateLibrary
@@ -132,18 +133,51 @@ class FamilyChase:
                                              kind="family", family_index=position, now=now)
                 log.info("notifier.family.fallback request_id=%s contact_ref=%s", request_id,
                          request.family[position].ref)
+            elif request.follow_on:
+                if not await chains.move(conn, chain, "split", now, state=ChainState.SPLIT):
+                    return 0, False
+                new_rows, announced = [], False
+                for follow_on in request.follow_on:
+                    child_rows, told = await self._follow_on(conn, request, follow_on, now)
+                    new_rows += child_rows
+                    announced |= told
+                log.info("notifier.family.split request_id=%s children=%d", request_id,
+                         len(request.follow_on))
+                await notification_store.add(conn, new_rows)
+                return len(new_rows), announced
             else:
                 if not await chains.move(conn, chain, "exhaust", now,
                                          state=ChainState.UNREACHABLE):
                     return 0, False
+                new_rows = self._unreachable(request, now)
                 await _announce_unreachable(conn, request, now)
-                new_rows = [row for recipient in request.unreachable
-                            for row in notification_rows(self._templates, request, recipient,
-                                                         kind="unreachable", now=now)]
-                log.warning("notifier.family.unreachable request_id=%s alerts=%d", request_id,
-                            len(new_rows))
             await notification_store.add(conn, new_rows)
             return len(new_rows), position >= len(request.family)
+
+    def _unreachable(self, request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
+        """The alerts to the request's `unreachable` recipients."""
+        rows = [row for recipient in request.unreachable
+                for row in notification_rows(self._templates, request, recipient,
+                                             kind="unreachable", now=now)]
+        log.warning("notifier.family.unreachable request_id=%s alerts=%d", request.request_id,
+                    len(rows))
+        return rows
+
+    async def _follow_on(self, conn: AsyncConnection, request: ContactRequest,
+                         follow_on: FollowOn, now: dt.datetime
+                         ) -> tuple[list[dict[str, Any]], bool]:
+        """One child's own chain after the shared carer: a request of its own naming only that
+        child (so a reply or a cancellation finds it), its first contact tried now; nobody
+        left for that child is that child's family unreachable."""
+        child = follow_on_request(request, follow_on)
+        await chains.open_chains(conn, [chains.new_chain(child, now)])
+        await intake_contacts(conn, child, now)
+        if child.family:
+            return notification_rows(self._templates, child, child.family[0], kind="family",
+                                     family_index=0, now=now), False
+        rows = self._unreachable(child, now)
+        await _announce_unreachable(conn, child, now)
+        return rows, True
 
 
 async def _announce_unreachable(conn: AsyncConnection, request: ContactRequest,

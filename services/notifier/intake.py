@@ -109,6 +109,12 @@ class Intake:
         return rows
 
 
+async def intake_contacts(conn: AsyncConnection, request: ContactRequest,
+                          now: dt.datetime) -> None:
+    """A follow-on chain's numbers (notifier.fallback), so a reply to it finds its child."""
+    await _insert_family_contacts(conn, _family_contacts(request, now))
+
+
 def _family_contacts(request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
     return [
         {"request_id": request.request_id, "school_urn": request.school.urn,

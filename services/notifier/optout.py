@@ -37,12 +37,14 @@ def keyword(body: str) -> Keyword | None:
 
 
 async def opt_out(conn: AsyncConnection, school_urn: str, phone: str, source: str,
-                  now: dt.datetime) -> None:
-    await conn.execute(
+                  now: dt.datetime) -> bool:
+    """Whether the number is newly opted out (a second STOP changes nothing)."""
+    stored = await conn.execute(
         dialect_insert(conn.engine)(opt_outs)
         .values(school_urn=school_urn, phone=phone, source=source, created_at=now)
         .on_conflict_do_nothing()
     )
+    return bool(stored.rowcount)
 
 
 async def opt_in(conn: AsyncConnection, school_urns: list[str], phone: str) -> None:

@@ -4,7 +4,9 @@ those messages were about. It is stored, shown to staff and announced to triage
 (`ReplyReceived`, through the transactional outbox), and it stops those requests' fallback
 chains: the family has been heard. A school that never texted the number (it is only a later
 contact in its chain) is not affected. A reply nobody's message explains is stored and flagged,
-never dropped. STOP/START keywords change the opt-out list instead (notifier.optout).
+never dropped; when it is an ordinary message from a number in E.164 form it is also passed to
+triage (`InboundUnmatched`), which owns the rosters and may find the family a parent who
+texted first (docs/rules.md "Parents who tell the school first"). STOP/START keywords change the opt-out list instead (notifier.optout).
 
 Each MessageSid is taken once (`inbound_messages`): a replayed webhook changes nothing, even if
 a school has texted the number since. Bodies and phone numbers are stored, never logged."""
@@ -13,11 +15,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker_messages.contact import ReplyReceived
-from broker_messages.topology import REPLY_ROUTING_KEY
+from broker_messages.contact import FamilyOptedOut, InboundUnmatched, ReplyReceived
+from broker_messages.topology import (
+    FAMILY_OPTED_OUT_ROUTING_KEY,
+    INBOUND_UNMATCHED_ROUTING_KEY,
+    REPLY_ROUTING_KEY,
+)
 from servicekit.clock import Clock
 from servicekit.database import dialect_insert
 from sqlalchemy import and_, func, select
@@ -40,6 +47,9 @@ from notifier.notification_store import Status
 _ANSWERABLE = (Status.SENDING, Status.SENT, Status.WRITTEN, Status.DELIVERED)
 
 log = logging.getLogger(__name__)
+
+# Only a number triage could find on a roster (docs/contract.md §3: contacts are E.164).
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 @dataclass
@@ -64,6 +74,7 @@ class ReplyDesk:
         the school texted most recently first."""
         now = self._clock.now()
         stored: list[str] = []
+        stopped: list[str] = []
         announced = False
         async with self._engine.begin() as conn:
             if not await _first_time(conn, message_sid, now):
@@ -92,15 +103,22 @@ class ReplyDesk:
                 )
                 stored.append(reply_id)
                 if kind == "opt_out":
-                    await optout.opt_out(conn, school_urn or optout.ANY_SCHOOL, from_phone,
-                                         "stop-keyword", now)
+                    stop_at = school_urn or optout.ANY_SCHOOL
+                    if await optout.opt_out(conn, stop_at, from_phone, "stop-keyword", now):
+                        stopped.append(stop_at)
                 elif kind == "opt_in":
                     await optout.opt_in(conn, [school_urn] if school_urn else [], from_phone)
                 elif school_urn is not None:
                     await self._announce(conn, reply_id, school_urn, match, now)
                     announced = True
+                elif _E164.match(from_phone):
+                    await _pass_on_unmatched(conn, reply_id, from_phone, body, now)
+                    announced = True
                 log.info("notifier.reply.stored reply_id=%s kind=%s matched=%s", reply_id,
                          kind or "reply", school_urn is not None)
+            if stopped and _E164.match(from_phone):
+                await _pass_on_opt_out(conn, message_sid, from_phone, stopped, now)
+                announced = True
         if announced:
             self._on_published()
         return stored
@@ -145,11 +163,33 @@ class ReplyDesk:
         await conn.execute(outbox.insert().values(
             message_id=reply_id, routing_key=REPLY_ROUTING_KEY,
             body=event.model_dump_json(by_alias=True).encode(), created_at=now))
-        requests = sorted(match.request_ids)
+        requests = await chains.with_follow_ons(conn, sorted(match.request_ids))
         await chains.stop_for_reply(conn, requests, now)
         await notification_store.cancel_pending(
             conn, requests, cancelled_note("the family replied"), now, family_only=True,
             error="the family replied")
+
+
+async def _pass_on_unmatched(conn: AsyncConnection, reply_id: str, phone: str, body: str,
+                             now: dt.datetime) -> None:
+    """Triage looks the number up on its rosters: a parent may be telling the school first."""
+    event = InboundUnmatched(message_id=reply_id, from_phone=phone, body=body[:1600],
+                             received_at=now)
+    await conn.execute(outbox.insert().values(
+        message_id=reply_id, routing_key=INBOUND_UNMATCHED_ROUTING_KEY,
+        body=event.model_dump_json(by_alias=True).encode(), created_at=now))
+
+
+async def _pass_on_opt_out(conn: AsyncConnection, message_sid: str, phone: str,
+                           stopped_at: list[str], now: dt.datetime) -> None:
+    """docs/rules.md "family_opted_out": triage tells each school's officer, once."""
+    every_school = optout.ANY_SCHOOL in stopped_at
+    event = FamilyOptedOut(message_id=message_sid[:100], from_phone=phone,
+                           school_urns=() if every_school else tuple(sorted(stopped_at)),
+                           received_at=now)
+    await conn.execute(outbox.insert().values(
+        message_id=f"opted-out:{message_sid}"[:200], routing_key=FAMILY_OPTED_OUT_ROUTING_KEY,
+        body=event.model_dump_json(by_alias=True).encode(), created_at=now))
 
 
 async def _first_time(conn: AsyncConnection, message_sid: str, now: dt.datetime) -> bool:

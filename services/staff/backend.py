@@ -116,6 +116,24 @@ class Backend:
         await self.triage.call("POST", f"/pupils/{pupil_id}/contact-made",
                                params={"school_urn": urn}, json={"by": by, "note": note})
 
+    async def explanations(self, urn: str, status: str = "pending") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.triage.call(
+            "GET", f"/schools/{urn}/explanations", params={"status": status})
+        return result
+
+    async def accept_explanation(self, urn: str, explanation_id: int, code: str,
+                                 by: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.triage.call(
+            "POST", f"/schools/{urn}/explanations/{explanation_id}/accept",
+            json={"code": code, "by": by})
+        return result
+
+    async def dismiss_explanation(self, urn: str, explanation_id: int,
+                                  by: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.triage.call(
+            "POST", f"/schools/{urn}/explanations/{explanation_id}/dismiss", json={"by": by})
+        return result
+
     async def tasks(self, urn: str, status: str | None = "open") -> list[dict[str, Any]]:
         params = {"school_urn": urn, **({"status": status} if status else {})}
         result: list[dict[str, Any]] = await self.triage.call("GET", "/tasks", params=params)

@@ -280,7 +280,9 @@ async def today_page(request: Request, urn: str, user: CurrentUser,
                      date: dt.date | None = None, done: str | None = None) -> HTMLResponse:
     _school_staff(user, urn)
     context = await _today(request, urn, date)
-    return render(request, "today.html", user, urn=urn, done=done, **context)
+    reported = await staff_app(request).backend.explanations(urn)
+    return render(request, "today.html", user, urn=urn, done=done, reported=reported,
+                  explanations=EXPLANATIONS, **context)
 
 
 @router.get("/schools/{urn}/today/rows", response_class=HTMLResponse)
@@ -356,6 +358,49 @@ async def spoke_to_parent(request: Request, urn: str, pupil_id: str, user: FormU
         await staff.views.add_note(user, urn, pupil_id, note.strip(), staff.clock.now())
     await staff.views.record(user, "spoke_to_parent", urn, pupil_id, staff.clock.now())
     return RedirectResponse(f"/schools/{urn}/today?date={date}&done=spoken", status_code=303)
+
+
+@router.post("/schools/{urn}/explanations/{explanation_id}/accept", response_class=HTMLResponse)
+async def accept_explanation(request: Request, urn: str, explanation_id: int, user: FormUser,
+                             code: Annotated[str, Form()] = "") -> Response:
+    """What a family texted first, taken as the reason: triage re-codes the day's N marks."""
+    _school_staff(user, urn)
+    if code not in EXPLANATIONS:
+        raise HTTPException(422, "Choose what the absence was.")
+    settled = await _settle_explanation(request, urn, explanation_id, user, code)
+    await _audit_explanation(request, user, urn, settled, f"accepted as {code}")
+    return RedirectResponse(f"/schools/{urn}/today?done=accepted", status_code=303)
+
+
+@router.post("/schools/{urn}/explanations/{explanation_id}/dismiss", response_class=HTMLResponse)
+async def dismiss_explanation(request: Request, urn: str, explanation_id: int,
+                              user: FormUser) -> Response:
+    """Not about this absence: the family is treated as not yet heard from."""
+    _school_staff(user, urn)
+    settled = await _settle_explanation(request, urn, explanation_id, user, None)
+    await _audit_explanation(request, user, urn, settled, "dismissed")
+    return RedirectResponse(f"/schools/{urn}/today?done=dismissed", status_code=303)
+
+
+async def _settle_explanation(request: Request, urn: str, explanation_id: int, user: User,
+                              code: str | None) -> dict[str, Any]:
+    backend = staff_app(request).backend
+    try:
+        if code is None:
+            return await backend.dismiss_explanation(urn, explanation_id, user.ref)
+        return await backend.accept_explanation(urn, explanation_id, code, user.ref)
+    except NotFound:
+        raise HTTPException(404, "Not found") from None
+    except Rejected as rejected:
+        raise HTTPException(409, " ".join(rejected.problems)) from None
+
+
+async def _audit_explanation(request: Request, user: User, urn: str, settled: dict[str, Any],
+                             detail: str) -> None:
+    staff = staff_app(request)
+    for pupil in settled["pupils"]:
+        await staff.views.record(user, "explanation_settled", urn, pupil["pupil_id"],
+                                 staff.clock.now(), f"explanation {settled['id']}: {detail}")
 
 
 @router.post("/schools/{urn}/pupils/{pupil_id}/notes", response_class=HTMLResponse)

@@ -11,7 +11,6 @@ import sys
 
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from broker_messages import topology
-from broker_messages.contact import FamilyUnreachable, ReplyReceived
 from broker_messages.events import EVENT_ADAPTER, PupilRemoved, RegisterMark
 from fastapi import FastAPI
 from servicekit import broker, logs
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from triage import csv_import, deps
 from triage.api import router
 from triage.attendance_lists import router as attendance_router
+from triage.explanations_api import router as explanations_router
 from triage.housekeeping import triage_purges
 from triage.ingest import Ingestor
 from triage.metrics import TriageMetrics
@@ -38,7 +38,7 @@ from triage.migrations import upgrade
 from triage.models import api_keys, outbox
 from triage.parked import router as parked_router
 from triage.replies import EVENT_ADAPTER as NOTIFIER_EVENTS
-from triage.replies import ReplyRecorder
+from triage.replies import NotifierMessage, ReplyRecorder
 from triage.scheduler import Scheduler
 from triage.schools import SchoolContextCache
 from triage.settings import TriageSettings
@@ -71,8 +71,9 @@ class TriageService:
         self.relay: OutboxRelay | None = None
         self.scheduler: Scheduler | None = None
         self.consumer: BatchConsumer[RegisterMark | PupilRemoved] | None = None
-        self.replies = ReplyRecorder(self.engine, self.clock)
-        self.reply_consumer: BatchConsumer[ReplyReceived | FamilyUnreachable] | None = None
+        self.replies = ReplyRecorder(self.engine, self.clock, self.schools,
+                                     on_enqueued=self._wake_relay)
+        self.reply_consumer: BatchConsumer[NotifierMessage] | None = None
 
     async def start(self) -> None:
         await upgrade(self.engine)
@@ -166,6 +167,7 @@ def create_app(service: TriageService) -> FastAPI:
     app.include_router(attendance_router)
     app.include_router(staff_router)
     app.include_router(parked_router)
+    app.include_router(explanations_router)
     app.include_router(keys_router)
     app.include_router(operations_router(service.readiness, service.metrics.registry))
     return app

@@ -190,6 +190,40 @@ replies = Table(
     Index("ix_parent_replies_pupil", "school_urn", "pupil_id"),
 )
 
+# A text from a number on the roster that answered nothing of ours (docs/rules.md "Parents
+# who tell the school first"), per school: `matched` when the number is one family's at this
+# school alone (it counts as hearing from them), else it only "may concern" them.
+explanations = Table(
+    "explanations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("school_urn", String(8), nullable=False),
+    Column("message_id", String(100), nullable=False),
+    Column("date", Date, nullable=False),  # the school-local day it arrived
+    Column("body", Text, nullable=False),
+    Column("contact_refs", JSON, nullable=False),
+    Column("matched", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | accepted | dismissed
+    # The actions hearing from the family cancelled: a dismissal brings them back.
+    Column("cancelled", JSON, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("decided_at", UtcDateTime, nullable=True),
+    Column("decided_by", String(64), nullable=True),
+    Column("code", String(3), nullable=True),
+    UniqueConstraint("message_id", "school_urn", name="uq_explanations_message"),
+    Index("ix_explanations_status", "school_urn", "status"),
+)
+
+# The pupils an explanation is (or may be) about.
+explanation_pupils = Table(
+    "explanation_pupils",
+    metadata,
+    Column("explanation_id", Integer, primary_key=True),
+    Column("pupil_id", String(64), primary_key=True),
+    Column("school_urn", String(8), nullable=False),
+    Index("ix_explanation_pupils_pupil", "school_urn", "pupil_id"),
+)
+
 # Periodic rules already planned for a period (e.g. the weekly attendance update).
 periodic_runs = Table(
     "periodic_runs",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker_messages.contact import ContactRequest, PupilRef
+from broker_messages.contact import ContactRequest, FollowOn, PupilRef
 from broker_messages.topology import CONTACT_REQUEST_ROUTING_KEY
 from servicekit.clock import Clock
 from servicekit.database import supports_skip_locked
@@ -236,45 +236,86 @@ class Scheduler:
 
     async def _send_family(self, conn: AsyncConnection, parts: list[_FamilyPart],
                            now: dt.datetime) -> int:
-        # Siblings share one message only when everything in it is the same for each of them:
-        # the whole contact chain (so nobody is told about a child they may not be contacted
-        # about, e.g. under a court order for one sibling) and the details (e.g. a rate).
+        # docs/rules.md "Siblings": one carer, one text. Absent children whose first contact is
+        # the same carer share one message naming them all, when its details are the same for
+        # each. If their whole chains match, the chain is shared too; otherwise the shared carer
+        # comes first and, if not reached, each child's own chain goes on naming only that
+        # child (`follow_on`), so nobody is told about a child they may not be contacted about.
         groups: dict[tuple[Any, ...], list[_FamilyPart]] = defaultdict(list)
+        informing = 0
         for part in parts:
-            chain = tuple(first_contact_address(contact) for contact in part.plan.family)
+            rule = rule_named(part.action.rule)
+            if rule is not None and rule.every_contact:
+                await self._inform_everyone(conn, part, now)
+                informing += 1
+                continue
             details = tuple(sorted(part.plan.details.items()))
-            groups[(part.context.urn, part.action.rule, part.action.date, chain, details)].append(
-                part)
+            groups[(part.context.urn, part.action.rule, part.action.date,
+                    first_contact_address(part.plan.family[0]), details)].append(part)
         for group in groups.values():
             group.sort(key=lambda p: p.pupil.pupil_id)
-            lead = group[0]
-            family = list(lead.plan.family)
-            keys = [action_key(p.action) for p in group]
-            unreachable = [*lead.context.staff_recipients("attendance_officer")]
-            lead_rule = rule_named(lead.action.rule)
-            if lead_rule is not None and lead_rule.must_reach_family:
-                # docs/rules.md "family_unreachable": the social worker hears too.
-                unreachable += [worker for p in group for worker in social_worker(p.record)]
+            await self._request_family(conn, group, now)
+        return len(groups) + informing
+
+    async def _inform_everyone(self, conn: AsyncConnection, part: _FamilyPart,
+                               now: dt.datetime) -> None:
+        """docs/rules.md "Contact order": information goes to every family recipient, each a
+        request of their own (a chain of one, so opt-outs, quiet hours and replies work as for
+        any family message); nobody is told when one cannot be reached."""
+        base = action_key(part.action)
+        requests = []
+        for recipient in part.plan.family:
             request = ContactRequest(
-                request_id=request_id_for(keys), rule=lead.action.rule,
-                school=lead.context.school, date=lead.action.date,
-                pupils=tuple(p.pupil for p in group), family=tuple(family),
-                unreachable=tuple(unreachable),
-                delivery=lead.context.delivery_window(lead.action.date),
-                episode_start=lead.plan.episode_start, details=lead.plan.details,
-                requested_at=now,
-            )
+                request_id=request_id_for([base, recipient.ref]), rule=part.action.rule,
+                school=part.context.school, date=part.action.date, pupils=(part.pupil,),
+                family=(recipient,), delivery=part.context.delivery_window(part.action.date),
+                episode_start=part.plan.episode_start, details=part.plan.details,
+                requested_at=now)
             await self._enqueue(conn, request, now)
-            for part in group:
-                siblings = [p.pupil.pupil_id for p in group if p is not part]
-                await self._finish(
-                    conn, part.action, ActionStatus.REQUESTED,
-                    "contact requested from the notifier" + channel_notes(part.plan.skipped), now,
-                    skipped=part.plan.skipped, recipients=[f.ref for f in part.plan.family],
-                    request_id=request.request_id,
-                    **({"sent_with_siblings": siblings} if siblings else {}),
-                )
-        return len(groups)
+            requests.append(request.request_id)
+        await self._finish(conn, part.action, ActionStatus.REQUESTED,
+                           f"sent to every contact who may hear it ({len(requests)})"
+                           + channel_notes(part.plan.skipped), now,
+                           skipped=part.plan.skipped,
+                           recipients=[f.ref for f in part.plan.family], requests=requests)
+
+    async def _request_family(self, conn: AsyncConnection, group: list[_FamilyPart],
+                              now: dt.datetime) -> None:
+        lead = group[0]
+        chains = {tuple(first_contact_address(c) for c in p.plan.family) for p in group}
+        shared = len(chains) == 1
+        keys = [action_key(p.action) for p in group]
+        unreachable = []
+        lead_rule = rule_named(lead.action.rule)
+        if lead_rule is not None and lead_rule.must_reach_family:
+            # docs/rules.md "family_unreachable": only a contact the school must make raises it
+            # (officer and social worker); opt-in information (the weekly update) does not, so
+            # an opted-out family is not reported again every week.
+            unreachable = [*lead.context.staff_recipients("attendance_officer"),
+                           *(worker for p in group for worker in social_worker(p.record))]
+        request = ContactRequest(
+            request_id=request_id_for(keys), rule=lead.action.rule,
+            school=lead.context.school, date=lead.action.date,
+            pupils=tuple(p.pupil for p in group),
+            family=tuple(lead.plan.family) if shared else (lead.plan.family[0],),
+            follow_on=() if shared else tuple(
+                FollowOn(pupil_id=p.pupil.pupil_id, family=tuple(p.plan.family[1:]))
+                for p in group),
+            unreachable=tuple(unreachable),
+            delivery=lead.context.delivery_window(lead.action.date),
+            episode_start=lead.plan.episode_start, details=lead.plan.details,
+            requested_at=now,
+        )
+        await self._enqueue(conn, request, now)
+        for part in group:
+            siblings = [p.pupil.pupil_id for p in group if p is not part]
+            await self._finish(
+                conn, part.action, ActionStatus.REQUESTED,
+                "contact requested from the notifier" + channel_notes(part.plan.skipped),
+                now, skipped=part.plan.skipped, recipients=[f.ref for f in part.plan.family],
+                request_id=request.request_id,
+                **({"sent_with_siblings": siblings} if siblings else {}),
+            )
 
     async def _enqueue(self, conn: AsyncConnection, request: ContactRequest,
                        now: dt.datetime) -> None:

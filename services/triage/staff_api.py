@@ -21,9 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from triage import decisions as decision_store
 from triage.decisions import Outcome
 from triage.deps import ClockDep, EngineDep, MarksWriter, SchoolsDep, TimelineReader
+from triage.heard import FAMILY_RECALLED, record_reply
 from triage.models import pupils, schools
-from triage.replies import record_reply
-from triage.rules import RULES
 from triage.rules.decisions import key
 from triage.rules.marks import is_stale
 from triage.schools import SchoolContext
@@ -36,8 +35,6 @@ PupilId = Annotated[str, Path(min_length=1, max_length=64,
                               pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")]
 # The decision log's name for staff recording that they spoke to the family.
 CONTACT_MADE = "contact_made"
-# Family contacts an amendment recalls after hand-over; speaking to the family recalls them too.
-FAMILY_RECALLED = tuple(rule.id for rule in RULES if rule.family and rule.recalled_after_request)
 
 
 async def _record_of(conn: AsyncConnection, school_urn: str, pupil_id: str) -> Any:

@@ -1,7 +1,7 @@
 """`GET /api/v1/pupils/{id}/timeline`: what a safeguarding lead shows an inspector — the
 pupil's current marks and every mark ever received (amendments keep what they replaced), every
 rule decision with its reason and inputs (recipients skipped, and why), tasks, the contacts
-requested and parents' replies, in time order, with the rates for the school year."""
+requested, parents' replies and the explanations they sent first, in time order, with the rates for the school year."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from triage.decisions import ActionStatus
 from triage.deps import SchoolsDep, ServiceDep, TimelineReader
 from triage.models import (
     decisions,
+    explanation_pupils,
+    explanations,
     marks,
     pupils,
     received_events,
@@ -83,6 +85,12 @@ async def pupil_timeline(
         reply_rows = await conn.execute(
             select(replies.c.reply_id, replies.c.contact_ref, replies.c.received_at)
             .where(*where(replies)).order_by(replies.c.received_at))
+        explanation_rows = await conn.execute(
+            select(explanations.c.id, explanations.c.received_at, explanations.c.matched,
+                   explanations.c.status, explanations.c.decided_at, explanations.c.decided_by,
+                   explanations.c.code)
+            .join(explanation_pupils, explanation_pupils.c.explanation_id == explanations.c.id)
+            .where(*where(explanation_pupils)).order_by(explanations.c.received_at))
         year = school_year_start(today)
         counts = (await counters.load(conn, [(school_urn, pupil_id, year)])).popitem()[1]
         policy = (await cache.load(conn, [school_urn]))[school_urn].policy
@@ -110,6 +118,9 @@ async def pupil_timeline(
             "notifications_requested": [a for a in actions if a["status"] == ActionStatus.REQUESTED],
             "tasks": [dict(r._mapping) for r in task_rows],
             "replies": [dict(r._mapping) for r in reply_rows],
+            # What the family told the school first, and what the school did with it (the
+            # text itself is on the explanations list, for the officer).
+            "explanations": [dict(r._mapping) for r in explanation_rows],
         }
 
 

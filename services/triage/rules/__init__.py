@@ -13,6 +13,7 @@ from triage.rules import (
     continuous_absence_10_days,
     day3_home_visit,
     ehcp_absence_15_days,
+    family_opted_out,
     family_unreachable,
     first_day_contact,
     la_referral,
@@ -44,6 +45,7 @@ RULES: tuple[Rule, ...] = (
     ehcp_absence_15_days.RULE,
     unexplained_not_recoded.RULE,
     family_unreachable.RULE,
+    family_opted_out.RULE,
     parked_marks_expiring.RULE,
     attendance_update.RULE,
 )

@@ -65,5 +65,7 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     return Outreach(family=family, skipped=skipped, details=rate_details(counts))
 
 
-# Opt-in information, not a contact the school needs to make: nobody is told if it cannot go.
-RULE = Rule(id=ID, plan=plan, needs=frozenset({Need.TERM_COUNTS}), family=True)
+# Opt-in information, not a contact the school needs to make: nobody is told if it cannot go,
+# and every carer who opted in hears (everyone with parental responsibility is entitled to it).
+RULE = Rule(id=ID, plan=plan, needs=frozenset({Need.TERM_COUNTS}), family=True,
+            every_contact=True)

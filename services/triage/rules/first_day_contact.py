@@ -51,9 +51,13 @@ def decide(facts: DayFacts) -> Decision | None:
 def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
          now: dt.datetime) -> Outreach:
     """docs/rules.md "first_day_contact" re-check: "if it has been amended to any code other
-    than `N`, nothing is sent"."""
+    than `N`, nothing is sent"; nor when the family has been heard that day, even before the
+    mark arrived ("Parents who tell the school first")."""
     if not is_unexplained(facts.codes):
         return Outreach(cancel=f"re-coded {describe(facts.codes)} before the contact was due")
+    if facts.replied:
+        return Outreach(cancel="the family has been heard today: the school knows, nothing "
+                               "is sent")
     if is_stale(due.date, now, school.calendar, school.policy, school.tz):
         return Outreach(
             cancel="the contact is overdue by more than max_action_age_days: too late to send")
@@ -66,7 +70,7 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
 
 
 RULE = Rule(
-    id=ID, on_day=decide, plan=plan, needs=frozenset({Need.DAY_CODES}),
+    id=ID, on_day=decide, plan=plan, needs=frozenset({Need.DAY_CODES, Need.REPLY}),
     family=True, must_reach_family=True,
     # docs/rules.md "Replies" stop the chase; "Amendments" recall it even once handed over.
     stopped_by_reply=True, recalled_after_request=True,

@@ -11,8 +11,9 @@ A rule has up to four parts, all pure:
   nothing itself: `needs` names the facts the caller loads into `DueFacts`;
 - who **stops** it: a parent's reply (`stopped_by_reply`), an amendment after the request was
   handed to the notifier (`recalled_after_request`);
-- how it treats **families**: whether parents get its messages (`family`) and whether it must
-  reach somebody (`must_reach_family`, else `family_unreachable` is raised).
+- how it treats **families**: whether parents get its messages (`family`), whether it must
+  reach somebody (`must_reach_family`, else `family_unreachable` is raised), and whether it is
+  information every contact hears (`every_contact`) rather than a chase down the contacts.
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ class Rule:
     on_removal: Callable[[RemovalFacts], Decision] | None = None
     family: bool = False
     must_reach_family: bool = False
+    # Information, not chasing (docs/rules.md "Contact order"): every family recipient hears,
+    # each on their own, instead of the first reached of a fallback chain.
+    every_contact: bool = False
     stopped_by_reply: bool = False
     recalled_after_request: bool = False
     acts_off_roll: bool = False  # planned even when the pupil is no longer on roll
