@@ -56,7 +56,7 @@ async def test_weekly_attendance_update_goes_only_to_contacts_who_opted_in(stack
     stack.at(16, 0, day=FRIDAY)
     assert await stack.run_due() == 1
     [text] = await stack.twilio.wait_for_messages(1)
-    assert text["to"] == "+447700900001" and "100.0%" in text["body"]
+    assert text["to"] == "+447700900001" and "100%" in text["body"]
     stack.at(17, 0, day=FRIDAY)
     assert await stack.run_due() == 0, "one update per pupil per period"
 

@@ -198,7 +198,8 @@ def _sample_request(rule: str) -> ContactRequest:
                  "school_contact": "R Baish", "visit_day": "2026-11-23",
                  "recode_within_days": 5, "about_rule": "first day contact",
                  "contacts_tried": 2, "count": 3, "pupils": 2, "pupil_ids": "P0107, P0108",
-                 "discard_on": "2026-12-04"},
+                 "discard_on": "2026-12-04",
+                 "instead": "emails to Jane Smith still go; then John Smith (father) is tried"},
         requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
     )
 

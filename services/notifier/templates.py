@@ -50,6 +50,7 @@ AUDIENCES: dict[str, tuple[RecipientRole, ...]] = {
     "social_worker_unexplained": ("social_worker",),
     "looked_after_unexplained": ("virtual_school",),
     "family_unreachable": ("attendance_officer", "social_worker"),
+    "family_opted_out": ("attendance_officer",),
     "unexplained_not_recoded": ("attendance_officer",),
     "parked_marks_expiring": ("attendance_officer",),
     "penalty_notice_threshold": ("attendance_officer", "headteacher"),
