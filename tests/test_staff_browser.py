@@ -243,6 +243,37 @@ async def test_a_home_visit_is_recorded_from_a_phone_and_a_concern_reaches_the_l
     assert reviewed["outcome"] == "referred to children's social care (recorded by staff:u2)"
 
 
+async def test_a_parent_who_texted_first_is_accepted_from_today(
+        stack: Stack, chromium: Browser, tmp_path: object) -> None:
+    stack.at(7, 20)
+    assert (await stack.put_school(MORNING_SCHOOL)).status_code == 200
+    stack.at(7, 45)
+    await stack.inbound_sms("+447700900001", "Sally has a temperature, not coming in today")
+    await stack.notifier_events_processed(1)
+    stack.at(8, 52)
+    await stack.publish(mark("P1", "N"), mark("P2", "N"))
+    await stack.processed()
+    stack.at(9, 5)
+    async with staff_app(stack, tmp_path) as staff, desktop_context(chromium) as context:
+        page = await context.new_page()
+        await sign_in(page, staff, "officer@millbrook.example")
+        told = page.get_by_role("article").filter(has_text="Sally Smith")
+        await expect(told).to_contain_text("Sally has a temperature")
+        await expect(page.locator("tr[data-pupil='P1'] .state")).to_have_text(
+            "The family told us first")
+        await assert_accessible(page, "Today with a family's report")
+        await screenshot(page, "today-reported-desktop")
+        await told.get_by_label("Reason").select_option("I")
+        await told.get_by_role("button", name=re.compile("^Accept")).click()
+        await expect(page.get_by_role("status").first).to_contain_text("Accepted")
+        await expect(page.get_by_role("heading", name="Families who told us first")
+                     ).to_have_count(0)
+    await stack.processed()
+    timeline = (await stack.triage_api.get("/api/v1/pupils/P1/timeline",
+                                           params={"school_urn": "123456"})).json()
+    assert [m["code"] for m in timeline["marks"]] == ["I"]
+
+
 @pytest.mark.parametrize("path", ["/schools/123456/tasks", "/schools/123456/messages",
                                   "/schools/123456/pupils/P1?date=2026-11-23"])
 async def test_every_other_page_is_accessible_on_desktop_and_phone(

@@ -92,11 +92,16 @@ def contact_of(absence: dict[str, Any], messages: list[dict[str, Any]],
     A family nobody could reach (an open `family_unreachable` task) comes next."""
     family_messages = [m for m in messages if m["rule"] in FAMILY_RULES
                        and m.get("recipient_role") == "parent"]
-    spoken = [r for r in absence.get("replies", ()) if str(r["contact_ref"]).startswith("staff:")]
+    heard = absence.get("replies", ())
+    spoken = [r for r in heard if str(r["contact_ref"]).startswith("staff:")]
+    # A family's own text before we asked (docs/rules.md "Parents who tell the school first").
+    told = [r for r in heard if str(r["reply_id"]).startswith("explanation:")]
     if replies:
         state = State("replied", "Parent replied")
     elif spoken:
         state = State("spoken", "Staff spoke to the family")
+    elif told:
+        state = State("told_first", "The family told us first")
     elif any(t["kind"] == "family_unreachable" for t in absence.get("open_tasks", ())):
         state = State("unreachable", "Unreachable: nobody answered", attention=True)
     else:
