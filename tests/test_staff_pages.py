@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from staff import pages
 from staff.access import Role
 from staff.app import build, create_app, migrate
 from staff.contact_state import contact_of
+from staff.pages import lists as list_pages
 from staff.settings import StaffSettings
 
 from tests.browser import served
@@ -134,7 +134,7 @@ async def test_a_local_authority_team_lists_its_schools_and_no_others(
 
 async def test_a_long_list_is_shown_a_page_at_a_time_and_exported_whole(
         stack: Stack, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pages, "PAGE_SIZE", 1)
+    monkeypatch.setattr(list_pages, "PAGE_SIZE", 1)
     await _morning(stack)
     async with signed_in(stack, tmp_path, Role.ATTENDANCE_OFFICER, ["123456"]) as client:
         first = await client.get("/lists?list=below_90&school=123456")
