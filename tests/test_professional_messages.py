@@ -19,7 +19,7 @@ from servicekit.database import make_engine
 from sqlalchemy import insert
 from triage import outreach
 from triage.migrations import upgrade
-from triage.models import scheduled_actions
+from triage.models import replies, scheduled_actions
 from triage.rates import Counts
 from triage.rules import (
     ALL_RULES,
@@ -45,9 +45,9 @@ PRIVATE = ("Mum said hospital appointment", "moved to Spain with dad", "I", "ast
 LANGUAGES = ("en", "cy")
 # Register housekeeping, written in English only (tests/test_templates_privacy.py).
 ENGLISH_ONLY = frozenset({"unexplained_not_recoded"})
-# The professional rules of issue 16 (the social worker and virtual school alerts were done
-# with the first part of it: tests/test_messages.py) and each one's roles.
-RULES = ("day3_home_visit", "la_referral", "severe_absence", "persistent_absence",
+# Every rule with a professional reader (parked_marks_expiring is school-level: it names no
+# pupil and asks the officer for a roster upload before the marks are discarded).
+RULES = ("social_worker_unexplained", "looked_after_unexplained", "day3_home_visit", "la_referral", "severe_absence", "persistent_absence",
          "continuous_absence_10_days", "ehcp_absence_15_days", "register_removal",
          "family_unreachable", "unexplained_not_recoded", "penalty_notice_threshold",
          "attendance_stage1")
@@ -163,9 +163,7 @@ def test_html_made_from_text_is_escaped_and_links_are_clickable() -> None:
 
 def test_every_rule_with_a_professional_reader_is_covered() -> None:
     professional = {rule for rule in ALL_RULES if set(AUDIENCES[rule]) - {"parent"}}
-    done_before = {"social_worker_unexplained", "looked_after_unexplained",
-                   "parked_marks_expiring"}  # tests/test_messages.py; parked is school-level
-    assert professional - done_before == set(RULES)
+    assert professional - {"parked_marks_expiring"} == set(RULES)
 
 
 # --- what triage puts in the request -------------------------------------------------------
@@ -183,7 +181,8 @@ def test_the_day_to_act_by_counts_school_days() -> None:
 
 
 OUTREACH = YearOutreach(family_contacts=4, home_visits=1, stage1_on=dt.date(2026, 10, 12))
-YEAR = {"year_family_contacts": 4, "year_home_visits": 1, "stage1_sent_on": "2026-10-12"}
+YEAR = {"year_family_contacts": 4, "year_replies": 0, "year_home_visits": 1,
+        "stage1_sent_on": "2026-10-12"}
 
 
 @pytest.mark.parametrize(("rule", "facts", "expected"), [
@@ -197,9 +196,10 @@ YEAR = {"year_family_contacts": 4, "year_home_visits": 1, "stage1_sent_on": "202
     (register_removal, DueFacts(year_outreach=OUTREACH), {**YEAR, "act_by": "2026-11-30"}),
     (continuous_absence_10_days, DueFacts(family_contacts_requested=3, year_outreach=OUTREACH),
      {**YEAR, "act_by": "2026-11-30", "school_days": 0, "contact_attempts": 3,
-      "home_visit_planned": 0}),
-    (unexplained_not_recoded, DueFacts(codes={"AM": "N"}, family_contacts_requested=1),
-     {"act_by": "2026-11-23", "contact_attempts": 1, "sessions": "AM",
+      "family_replied": 0, "home_visit_planned": 0}),
+    (unexplained_not_recoded, DueFacts(codes={"AM": "N"}, family_contacts_requested=1,
+                                       replied=True),
+     {"act_by": "2026-11-23", "contact_attempts": 1, "family_replied": 1, "sessions": "AM",
       "recode_within_days": 5}),
 ])
 def test_planners_add_what_the_school_did_whom_to_call_and_by_when(
@@ -242,8 +242,9 @@ def _row(rule: str, day: dt.date, status: str = "requested",
 
 async def test_the_year_outreach_counts_this_pupils_requested_actions_this_year(
         database_url: str) -> None:
-    """Requested family messages and home visits since 1 September count; cancelled ones, last
-    school year's, other pupils' and staff-only alerts do not; the stage-1 day is the last."""
+    """Requested family messages, home visits and replies since the school year began (1 August) count; cancelled
+    ones, last school year's, other pupils' and staff-only alerts do not; the stage-1 day is
+    the last."""
     engine = make_engine(database_url)
     await upgrade(engine)
     rows = [_row("first_day_contact", dt.date(2026, 9, 14)),
@@ -257,12 +258,19 @@ async def test_the_year_outreach_counts_this_pupils_requested_actions_this_year(
     try:
         async with engine.begin() as conn:
             await conn.execute(insert(scheduled_actions), rows)
+            await conn.execute(insert(replies), [
+                {"reply_id": f"R{n}", "pupil_id": pupil_id, "school_urn": URN,
+                 "contact_ref": "P1/contact/1", "received_at": at(day, 11)}
+                for n, (pupil_id, day) in enumerate([("P1", dt.date(2026, 11, 19)),
+                                                     ("P1", dt.date(2026, 7, 30)),
+                                                     ("P2", dt.date(2026, 11, 19))])])
         async with engine.connect() as conn:
             # register_removal needs nothing but the year's outreach (and is planned off roll).
             plan = await outreach.plan(conn, due(register_removal.ID, MONDAY), school(), pupil(),
                                        False, at(MONDAY, 10))
     finally:
         await engine.dispose()
-    assert plan.staff_details == {"year_family_contacts": 3, "year_home_visits": 1,
+    assert plan.staff_details == {"year_family_contacts": 3, "year_replies": 1,
+                                  "year_home_visits": 1,
                                   "stage1_sent_on": "2026-10-12", "school_contact": "R Baish",
                                   "act_by": "2026-11-30"}

@@ -121,4 +121,4 @@ def test_unexplained_alert_emails_link_to_the_staff_app_only_when_it_is_set(
             assert f"{STAFF_URL}/pupils/123456/{pupil_id}?date=2026-11-23" in text
     unlinked = TemplateLibrary(TEMPLATES).render_request(request, recipient, "email")
     assert "http" not in unlinked.body + (unlinked.html or "")
-    assert "R Baish, 01235 764822" in unlinked.body
+    assert "R Baish (" in unlinked.body and "), 01235 764822" in unlinked.body

@@ -67,10 +67,12 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
                                                   "local_authority"),
                     staff_details={"school_days": len(run),
                                    "contact_attempts": facts.family_contacts_requested,
+                                   "family_replied": int(facts.replied),
                                    "home_visit_planned": int(facts.home_visit_planned),
                                    **staff_details(ID, due.date, school, facts.year_outreach)},
                     episode_start=due.episode_start)
 
 
 RULE = Rule(id=ID, on_episode=decide, plan=plan,
-            needs=frozenset({Need.EPISODE, Need.EPISODE_OUTREACH, Need.YEAR_OUTREACH}))
+            needs=frozenset({Need.EPISODE, Need.EPISODE_OUTREACH, Need.REPLY,
+                             Need.YEAR_OUTREACH}))

@@ -17,6 +17,8 @@ Details = dict[str, str | int | float]
 # School days the reader has to act, counted from the day the message is about (0: that day).
 # docs/rules.md "Professional messages" gives the source of each.
 ACT_WITHIN_SCHOOL_DAYS: dict[str, int] = {
+    "social_worker_unexplained": 0,
+    "looked_after_unexplained": 0,
     "day3_home_visit": 0,
     "family_unreachable": 0,
     "unexplained_not_recoded": 0,
@@ -57,6 +59,7 @@ def school_contact(school: SchoolContext) -> Details:
 def year_details(outreach: YearOutreach) -> Details:
     """What the school has done this school year, for the reader taking the case on."""
     details: Details = {"year_family_contacts": outreach.family_contacts,
+                        "year_replies": outreach.replies,
                         "year_home_visits": outreach.home_visits}
     if outreach.stage1_on is not None:
         details["stage1_sent_on"] = outreach.stage1_on.isoformat()

@@ -134,6 +134,7 @@ class YearOutreach:
     family_contacts: int = 0  # family messages (first-day contacts, letters, updates)
     home_visits: int = 0  # day-3 home visits requested
     stage1_on: dt.date | None = None  # the stage-1 message's day, if one went this year
+    replies: int = 0  # parents' replies about the pupil received this school year
 
 
 @dataclass(frozen=True)

@@ -81,10 +81,12 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
         professionals=school.staff_recipients("attendance_officer"),
         details={"sessions": sessions, "recode_within_days": days},
         staff_details={"contact_attempts": facts.family_contacts_requested,
+                       "family_replied": int(facts.replied),
                        **staff_details(ID, due.date, school)},
         episode_start=due.date,
         tasks=[TaskToOpen(ID, due.date, f"{sessions} of {due.date.isoformat()} still N after "
                                         f"{days} school days: correct the register")])
 
 
-RULE = Rule(id=ID, plan=plan, needs=frozenset({Need.DAY_CODES, Need.EPISODE_OUTREACH}))
+RULE = Rule(id=ID, plan=plan,
+            needs=frozenset({Need.DAY_CODES, Need.EPISODE_OUTREACH, Need.REPLY}))
