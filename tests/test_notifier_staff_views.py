@@ -131,9 +131,11 @@ async def test_social_workers_alert_says_what_was_done_and_links_to_the_pupil(
     assert monday["To"] == "a.worker@la.example"
     assert ("Millbrook Primary School: Sally Smith (P1) has an unexplained absence on Monday "
             "23 November 2026 (AM session)") in text
-    assert "Family contacts requested so far: 1" in text, "the first-day text goes out with it"
-    assert "Home visit planned: no" in text
-    assert "School contact: R Baish, 01235 764822" in text
+    assert "Messages to the family during this absence: 1" in text, "the first-day text goes"
+    assert "Home visit: none planned" in text
+    assert ("if you know where the child is or why they are absent, call the school, today, "
+            "Monday 23 November 2026.") in text
+    assert "Whom to call at the school: R Baish (attendance officer), 01235 764822" in text
     link = f"{STAFF_URL}/pupils/123456/P1?date=2026-11-23"
     assert f"View Sally Smith in the staff app: {link}" in text
     assert f'<a href="{link}">' in monday.get_body(("html",)).get_content()
@@ -143,8 +145,8 @@ async def test_social_workers_alert_says_what_was_done_and_links_to_the_pupil(
     wednesday = _about(await emails_about(stack, "unexplained absence", 3), WEDNESDAY)
     text = wednesday.get_body(("plain",)).get_content()
     assert "(AM and PM sessions)" in text
-    assert "Family contacts requested so far: 1" in text, "one first day in the episode"
-    assert "Home visit planned: yes" in text, "day 3: the visit falls due with the alert"
+    assert "Messages to the family during this absence: 1" in text, "one first day in it"
+    assert "Home visit: planned" in text, "day 3: the visit falls due with the alert"
     assert f"{STAFF_URL}/pupils/123456/P1?date=2026-11-25" in text
     (row,) = await stack.notifications(rule="social_worker_unexplained",
                                        since=_iso(stack.clock.now()))
@@ -162,7 +164,7 @@ async def test_without_a_staff_url_the_alerts_carry_no_link(stack: Stack) -> Non
     assert sorted(e["To"] for e in alerts) == ["a.worker@la.example", "virtualschool@la.example"]
     for email in alerts:
         text = email.get_body(("plain",)).get_content()
-        assert "Family contacts requested so far: 1" in text
-        assert "School contact: R Baish, 01235 764822" in text
+        assert "Messages to the family during this absence: 1" in text
+        assert "Whom to call at the school: R Baish (attendance officer), 01235 764822" in text
         assert "staff app" not in text and "http" not in text
         assert "href" not in email.get_body(("html",)).get_content()

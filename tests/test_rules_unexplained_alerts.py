@@ -105,7 +105,7 @@ def test_unexplained_alert_carries_what_a_professional_needs(
     is planned, and whom at the school to ask: the attendance officer."""
     outreach = RULES[rule].plan(due(rule, MONDAY), facts, school(), LOOKED_AFTER,
                                 at(MONDAY, 9, 30))
-    assert outreach.details == {**expected, "school_contact": "R Baish"}
+    assert outreach.details == {**expected, "school_contact": "R Baish", "act_by": "2026-11-23"}
 
 
 def test_an_alert_with_no_attendance_officer_names_no_school_contact() -> None:

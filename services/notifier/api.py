@@ -197,8 +197,12 @@ def _sample_request(rule: str) -> ContactRequest:
                  "sessions": "AM", "contact_attempts": 1, "home_visit_planned": 0,
                  "school_contact": "R Baish", "visit_day": "2026-11-23",
                  "recode_within_days": 5, "about_rule": "first day contact",
+                 "about_rule_id": "first_day_contact",
                  "contacts_tried": 2, "count": 3, "pupils": 2, "pupil_ids": "P0107, P0108",
-                 "discard_on": "2026-12-04",
+                 "discard_on": "2026-12-04", "act_by": "2026-11-30",
+                 "year_family_contacts": 6, "year_home_visits": 1,
+                 "stage1_sent_on": "2026-10-12", "school_days": 10, "days_absent": 15.5,
+                 "sessions_needed": 10, "weeks": 10,
                  "instead": "emails to Jane Smith still go; then John Smith (father) is tried"},
         requested_at=dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC),
     )

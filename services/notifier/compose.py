@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from broker_messages.contact import Channel, ContactRequest, FollowOn, Recipient, follow_on_id
 
 from notifier.quiet_hours import next_send_time
-from notifier.templates import Rendered, TemplateLibrary, context_for
+from notifier.templates import Rendered, TemplateLibrary
 
 Kind = Literal["recipient", "family", "unreachable"]
 UNREACHABLE_RULE = "family_unreachable"
@@ -94,8 +94,12 @@ def _held_note(due: dt.datetime, now: dt.datetime, request: ContactRequest) -> s
 
 def render_unreachable(templates: TemplateLibrary, request: ContactRequest, recipient: Recipient,
                        channel: Channel) -> Rendered:
-    """The attendance officer's alert: which pupils, about what, and how many contacts failed."""
-    context = context_for(request, recipient)
-    context["about_rule"] = request.rule.replace("_", " ")
-    context["contacts_tried"] = len(request.family)
+    """The attendance officer's alert: which pupils, about what, how many contacts failed and
+    whom at the school to call (the first officer alerted), in the same `details` keys as
+    triage's own `family_unreachable` request."""
+    context = templates.context(request, recipient)
+    officers = [r.name for r in request.unreachable if r.role == "attendance_officer"]
+    context["details"] = {**context["details"], "about_rule_id": request.rule,
+                          "contacts_tried": len(request.family),
+                          **({"school_contact": officers[0]} if officers else {})}
     return templates.render(UNREACHABLE_RULE, channel, recipient.language, context)

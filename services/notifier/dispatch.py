@@ -235,6 +235,10 @@ class Dispatcher:
                         return Delivery(attempts, result=await provider.send(message),
                                         started=True)
                     except ProviderError as error:
+                        # Every failed call, retried or not: a retry that succeeds hides a
+                        # provider's trouble from the notifications' statuses.
+                        self._metrics.provider_errors.labels(message.channel,
+                                                             error.code or "none").inc()
                         unanswered = unanswered or error.ambiguous
                         last_error = error
                         raise
@@ -246,6 +250,7 @@ class Dispatcher:
             return Delivery(attempts, error=failure, started=started)
         except Exception as failure:
             log.exception("notifier.send.crashed notification_id=%s", message.notification_id)
+            self._metrics.provider_errors.labels(message.channel, type(failure).__name__).inc()
             return Delivery(attempts, error=ProviderError(type(failure).__name__,
                                                           retryable=False), started=started)
         raise AssertionError("unreachable: tenacity either returns or raises")
@@ -306,8 +311,6 @@ class Dispatcher:
         assert error is not None
         unsubscribed = error.code == optout.UNSUBSCRIBED_CODE and row.channel == "sms"
         status = Status.SUPPRESSED if unsubscribed else Status.FAILED
-        if delivery.attempts:
-            self._metrics.provider_errors.labels(row.channel, error.code or "none").inc()
         log.warning("notifier.send.%s notification_id=%s channel=%s code=%s", status, row.id,
                     row.channel, error.code)
         return Settlement(status, delivery.attempts, error=f"{error.code or ''} {error}".strip(),

@@ -6,6 +6,9 @@ Family messages get only what docs/rules.md "Contacting people" allows: first na
 Dates and numbers are written for the template's language by Babel (CLDR's `en_GB` and `cy`),
 phone numbers in the national format people dial (phonenumbers); voice scripts read them digit
 by digit (`spoken_digits`).
+An email whose rule has no HTML template of its own in that language (the professional
+messages) gets its text in HTML paragraphs (`text_to_html`): one wording per language, so the
+two parts cannot drift apart.
 A message that goes out later than the day it is about names the day, never "today": the
 context says whether it goes out on that day (`same_day`, from its due time in the school's
 time zone). Professionals' pupils carry `staff_link`, the pupil's page in the staff app (None
@@ -15,6 +18,7 @@ when NOTIFIER_STAFF_URL is not set); a family message never links there.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.runtime import Context
+from markupsafe import Markup, escape
 
 FALLBACK_LANGUAGE = "en"
 # Whom each rule's templates are written for (docs/rules.md "The rules", the recipients of
@@ -75,6 +80,15 @@ LOCALES = {"en": "en_GB", "cy": "cy"}
 # Phone numbers are British unless written with another country's code.
 _REGION = "GB"
 _WELSH_VOWELS = frozenset("aeiouwyâêîôûŵŷáéíóúẃýàèìòùẁỳäëïöüẅÿ")
+# How a professional message names the family rule a family could not be reached about
+# (`family_unreachable`); other languages and rules fall back to the id in words.
+RULE_TITLES: dict[str, dict[str, str]] = {
+    "cy": {"first_day_contact": "cyswllt diwrnod cyntaf",
+           "attendance_stage1": "cam 1 presenoldeb",
+           "persistent_absence": "absenoldeb parhaus",
+           "attendance_update": "diweddariad presenoldeb"},
+}
+_LINK = re.compile(r"https?://\S+")
 
 
 def _locale(context: Context) -> str:
@@ -101,6 +115,39 @@ def _on_day(context: Context, day: dt.date) -> str:
     if _locale(context) == LOCALES["cy"]:
         return "d" + named[0].lower() + named[1:]
     return f"on {named}"
+
+
+def _date_of(value: str | dt.date) -> dt.date:
+    """A date carried in `details` as ISO text, for the date filters."""
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
+
+
+@pass_context
+def _rule_title(context: Context, rule: str) -> str:
+    """'first day contact', 'cyswllt diwrnod cyntaf'."""
+    language = str(context.get("language", FALLBACK_LANGUAGE))
+    return RULE_TITLES.get(language, {}).get(rule, rule.replace("_", " "))
+
+
+def text_to_html(text: str) -> Markup:
+    """A plain-text email as HTML: escaped, a paragraph per blank-line block, lines kept,
+    links made clickable. Whatever it is given is taken as plain text (Markup included: a
+    template that captured a text part gets it escaped here, not trusted)."""
+    text = str(text)
+
+    def line(raw: str) -> str:
+        escaped, last = [], 0
+        for found in _LINK.finditer(raw):
+            escaped += [escape(raw[last:found.start()]),
+                        Markup('<a href="{0}">{0}</a>').format(found.group())]
+            last = found.end()
+        return "".join([*escaped, escape(raw[last:])])
+
+    paragraphs = [block for block in re.split(r"\n\s*\n", text.strip()) if block.strip()]
+    return Markup("\n").join(
+        Markup("<p>{}</p>").format(Markup("<br>\n").join(Markup(line(raw))
+                                                         for raw in block.splitlines()))
+        for block in paragraphs)
 
 
 @pass_context
@@ -160,6 +207,9 @@ class TemplateLibrary:
         self._env.filters["on_day"] = _on_day
         self._env.filters["number"] = _number
         self._env.filters["spoken_digits"] = _spoken_digits
+        self._env.filters["date_of"] = _date_of
+        self._env.filters["rule_title"] = _rule_title
+        self._env.filters["text_to_html"] = text_to_html
         self._staff_url = staff_url.rstrip("/") if staff_url else None
 
     def _template(self, rule: str, channel: str, part: str, language: str) -> tuple[str, Any]:
@@ -175,13 +225,24 @@ class TemplateLibrary:
     def render(
         self, rule: str, channel: Channel, language: str, context: dict[str, Any]
     ) -> Rendered:
-        def part(name: str) -> str:
+        def part(name: str) -> tuple[str, str]:
             written_in, template = self._template(rule, channel, name, language)
-            return str(template.render({**context, "language": written_in})).strip()
+            return written_in, str(template.render({**context, "language": written_in})).strip()
 
-        if channel == "email":
-            return Rendered(body=part("txt"), subject=part("subject"), html=part("html"))
-        return Rendered(body=part("txt"))
+        written_in, body = part("txt")
+        if channel != "email":
+            return Rendered(body=body)
+        try:  # in the text's own language only: never English markup around Welsh text
+            html = str(self._env.get_template(f"{rule}/email.{written_in}.html.j2").render(
+                {**context, "language": written_in})).strip()
+        except TemplateNotFound:
+            html = text_to_html(body)
+        return Rendered(body=body, subject=part("subject")[1], html=html)
+
+    def context(self, request: ContactRequest, recipient: Recipient,
+                due: dt.datetime | None = None) -> dict[str, Any]:
+        """`context_for` with this library's staff app link."""
+        return context_for(request, recipient, due, self._staff_url)
 
     def render_request(
         self, request: ContactRequest, recipient: Recipient, channel: Channel,
@@ -189,7 +250,7 @@ class TemplateLibrary:
     ) -> Rendered:
         """`due`: when the message is to go out (None: on the request's own day)."""
         return self.render(request.rule, channel, recipient.language,
-                           context_for(request, recipient, due, self._staff_url))
+                           self.context(request, recipient, due))
 
 
 def goes_out_on_the_day(request: ContactRequest, due: dt.datetime | None) -> bool:

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage import counters, history
 from triage.decisions import ActionStatus
-from triage.models import scheduled_actions, tasks
+from triage.models import replies, scheduled_actions, tasks
 from triage.rates import Counts, school_year_start
-from triage.rules import FAMILY_RULES, day3_home_visit, rule_named
+from triage.rules import FAMILY_RULES, attendance_stage1, day3_home_visit, rule_named
 from triage.rules.episodes import episode_containing
-from triage.rules.rule import DueAction, DueFacts, Need, Outreach
+from triage.rules.rule import DueAction, DueFacts, Need, Outreach, YearOutreach
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
@@ -52,6 +52,7 @@ async def _load(conn: AsyncConnection, needs: frozenset[Need], due: DueAction,
     year_counts: Counts | None = None
     term_counts: Counts | None = None
     requested, visit_planned = 0, False
+    year_outreach = YearOutreach()
     if Need.DAY_CODES in needs:
         found = await history.marks_between(conn, context.urn, [due.pupil_id], due.date,
                                             due.date)
@@ -79,9 +80,12 @@ async def _load(conn: AsyncConnection, needs: frozenset[Need], due: DueAction,
         start = episode.start if episode is not None else due.episode_start or due.date
         requested = await _family_contacts_requested(conn, due, start, now)
         visit_planned = await _home_visit_planned(conn, due, start)
+    if Need.YEAR_OUTREACH in needs:
+        year_outreach = await _year_outreach(conn, due, context)
     return DueFacts(codes=codes, marks=pupil_marks, episode=episode, replied=replied,
                     year_counts=year_counts, term_counts=term_counts,
-                    family_contacts_requested=requested, home_visit_planned=visit_planned)
+                    family_contacts_requested=requested, home_visit_planned=visit_planned,
+                    year_outreach=year_outreach)
 
 
 def _of_pupil(table_columns: Any, due: DueAction) -> Any:
@@ -115,3 +119,29 @@ async def _home_visit_planned(conn: AsyncConnection, due: DueAction,
         _of_pupil(tasks.c, due), tasks.c.kind == day3_home_visit.HOME_VISIT,
         tasks.c.episode_start == episode_start, tasks.c.status == "open")
     return bool(await conn.scalar(select(or_(exists(visit), exists(task)))))
+
+
+async def _year_outreach(conn: AsyncConnection, due: DueAction,
+                         context: SchoolContext) -> YearOutreach:
+    """One grouped read of the pupil's requested actions this school year (the pupil index
+    narrows it to one pupil's rows): family messages, day-3 visits, the stage-1 message; and
+    one count of the parents' replies, their outcome."""
+    actions = scheduled_actions.c
+    wanted = (*FAMILY_RULES, day3_home_visit.ID)
+    year_start = school_year_start(due.date)
+    rows = (await conn.execute(
+        select(actions.rule, func.count(), func.max(actions.date))
+        .where(_of_pupil(actions, due), actions.rule.in_(wanted),
+               actions.status == ActionStatus.REQUESTED,
+               actions.date.between(year_start, due.date))
+        .group_by(actions.rule))).all()
+    replied = await conn.scalar(
+        select(func.count()).select_from(replies).where(
+            _of_pupil(replies.c, due),
+            replies.c.received_at >= at_local_time(year_start, dt.time(0), context.tz)))
+    counts = {row[0]: (int(row[1]), row[2]) for row in rows}
+    stage1 = counts.get(attendance_stage1.ID)
+    return YearOutreach(
+        family_contacts=sum(n for rule, (n, _) in counts.items() if rule in FAMILY_RULES),
+        home_visits=counts.get(day3_home_visit.ID, (0, None))[0],
+        stage1_on=stage1[1] if stage1 else None, replies=int(replied or 0))

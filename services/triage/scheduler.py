@@ -186,8 +186,8 @@ class Scheduler:
             await self._enqueue(conn, ContactRequest(
                 request_id=staff_id, rule=action.rule, school=context.school, date=action.date,
                 pupils=(_pupil_ref(record),), recipients=tuple(plan.professionals),
-                safeguarding=True, episode_start=plan.episode_start, details=plan.details,
-                requested_at=now,
+                safeguarding=True, episode_start=plan.episode_start,
+                details={**plan.details, **plan.staff_details}, requested_at=now,
             ), now)
             requested += 1
         if plan.family:

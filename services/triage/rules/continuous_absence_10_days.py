@@ -10,8 +10,9 @@ from broker_messages.codes import Category, category
 from triage.rules.decisions import Decision, Schedule, Suppress, Withdraw, key
 from triage.rules.episodes import Episode, MarksByDay
 from triage.rules.marks import is_stale
+from triage.rules.professional import staff_details
 from triage.rules.recipients import authority_of, local_authority
-from triage.rules.rule import DueAction, DueFacts, EpisodeFacts, Outreach, Rule
+from triage.rules.rule import DueAction, DueFacts, EpisodeFacts, Need, Outreach, Rule
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
@@ -59,10 +60,19 @@ def decide(facts: EpisodeFacts) -> Decision | None:
 
 def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
          now: dt.datetime) -> Outreach:
-    # The statutory return: nothing to re-check, the run happened.
+    # The statutory return: nothing to re-check, the run happened. The episode is read for
+    # the run's length and what was set going in it.
+    run = longest_unauthorised_run(facts.episode, facts.marks) if facts.episode else ()
     return Outreach(professionals=local_authority(school.urn, authority_of(school.document),
                                                   "local_authority"),
+                    staff_details={"school_days": len(run),
+                                   "contact_attempts": facts.family_contacts_requested,
+                                   "family_replied": int(facts.replied),
+                                   "home_visit_planned": int(facts.home_visit_planned),
+                                   **staff_details(ID, due.date, school, facts.year_outreach)},
                     episode_start=due.episode_start)
 
 
-RULE = Rule(id=ID, on_episode=decide, plan=plan)
+RULE = Rule(id=ID, on_episode=decide, plan=plan,
+            needs=frozenset({Need.EPISODE, Need.EPISODE_OUTREACH, Need.REPLY,
+                             Need.YEAR_OUTREACH}))

@@ -11,6 +11,7 @@ from broker_messages.codes import UNEXPLAINED
 from triage.rules.decisions import Decision, Schedule, Suppress, Withdraw, key
 from triage.rules.episodes import Episode, MarksByDay
 from triage.rules.marks import is_stale, registers_closed_at
+from triage.rules.professional import staff_details
 from triage.rules.rule import DueAction, DueFacts, EpisodeFacts, Need, Outreach, Rule, TaskToOpen
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
@@ -73,11 +74,15 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     return Outreach(
         professionals=[*school.staff_recipients("attendance_officer"),
                        *school.staff_recipients("dsl")],
-        details={"visit_day": due.date.isoformat()}, episode_start=start,
+        details={"visit_day": due.date.isoformat()},
+        staff_details={"contact_attempts": facts.family_contacts_requested,
+                       **staff_details(ID, due.date, school)},
+        episode_start=start,
         tasks=[TaskToOpen(HOME_VISIT, start,
                           f"nobody has heard from the family by day {n}: visit the home")],
     )
 
 
 RULE = Rule(id=ID, on_episode=decide, plan=plan,
-            needs=frozenset({Need.EPISODE, Need.REPLY}), stopped_by_reply=True)
+            needs=frozenset({Need.EPISODE, Need.REPLY, Need.EPISODE_OUTREACH}),
+            stopped_by_reply=True)

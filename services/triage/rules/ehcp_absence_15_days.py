@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime as dt
 
 from triage.rules.decisions import Decision, Schedule, key
+from triage.rules.professional import staff_details
 from triage.rules.recipients import authority_of, local_authority
-from triage.rules.rule import DueAction, DueFacts, Outreach, RateFacts, Rule, RuleState
+from triage.rules.rule import DueAction, DueFacts, Need, Outreach, RateFacts, Rule, RuleState
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
@@ -36,9 +37,13 @@ def _on_rates(facts: RateFacts, state: RuleState) -> tuple[RuleState, Decision |
 
 def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
          now: dt.datetime) -> Outreach:
+    counts = facts.year_counts
     return Outreach(professionals=local_authority(school.urn, authority_of(school.document),
                                                   "send_team"),
+                    staff_details={**({"days_absent": counts.absent / 2} if counts else {}),
+                                   **staff_details(ID, due.date, school, facts.year_outreach)},
                     episode_start=due.episode_start)
 
 
-RULE = Rule(id=ID, on_rates=_on_rates, plan=plan)
+RULE = Rule(id=ID, on_rates=_on_rates, plan=plan,
+            needs=frozenset({Need.YEAR_COUNTS, Need.YEAR_OUTREACH}))

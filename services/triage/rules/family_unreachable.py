@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from broker_messages.contact import Recipient
 
 from triage.rules.decisions import key
+from triage.rules.professional import staff_details
 from triage.rules.recipients import social_worker, unreachable_because
 from triage.rules.rule import DueAction, Rule, TaskToOpen
 from triage.school_document import Pupil
@@ -49,7 +50,8 @@ def raised(due: DueAction, school: SchoolContext, pupil: Pupil,
     return Unreachable(
         task=_task(about, why, due.date),
         alerted=[*school.staff_recipients("attendance_officer"), *social_worker(pupil)],
-        details={"about_rule": about, "why": why, "contacts_tried": 0},
+        details={"about_rule": about, "about_rule_id": due.rule, "why": why,
+                 "contacts_tried": 0, **staff_details(ID, due.date, school)},
         reason=f"the family cannot be contacted about {about}: {why}", why=why)
 
 

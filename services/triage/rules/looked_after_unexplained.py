@@ -35,7 +35,7 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     # The social worker hears through `social_worker_unexplained`.
     return Outreach(professionals=local_authority(school.urn, authority_of(school.document),
                                                   "virtual_school"),
-                    details=alert_details(facts, school))
+                    details=alert_details(due, facts, school))
 
 
 RULE = Rule(id=ID, on_day=decide, plan=plan, needs=ALERT_NEEDS,

@@ -19,7 +19,8 @@ from triage.calendar import SchoolCalendar
 from triage.policy import Policy
 from triage.rules.decisions import Decision, Schedule, Suppress, key
 from triage.rules.marks import is_stale
-from triage.rules.rule import DueAction, DueFacts, Outreach, RateFacts, Rule, RuleState
+from triage.rules.professional import staff_details
+from triage.rules.rule import DueAction, DueFacts, Need, Outreach, RateFacts, Rule, RuleState
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
@@ -98,7 +99,11 @@ def decide(facts: RateFacts, state: RuleState) -> tuple[RuleState, Decision | No
 def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
          now: dt.datetime) -> Outreach:
     return Outreach(professionals=[*school.staff_recipients("attendance_officer"),
-                                   *school.staff_recipients("headteacher")])
+                                   *school.staff_recipients("headteacher")],
+                    staff_details={"sessions_needed": school.policy.penalty_notice.sessions,
+                                   "weeks": school.policy.penalty_notice.weeks,
+                                   **staff_details(ID, due.date, school, facts.year_outreach)})
 
 
-RULE = Rule(id=ID, on_rates=decide, state_scope="all", plan=plan)
+RULE = Rule(id=ID, on_rates=decide, state_scope="all", plan=plan,
+            needs=frozenset({Need.YEAR_OUTREACH}))

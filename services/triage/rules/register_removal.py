@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime as dt
 
 from triage.rules.decisions import Decision, Schedule, key
+from triage.rules.professional import staff_details
 from triage.rules.recipients import authority_of, local_authority, social_worker
-from triage.rules.rule import DueAction, DueFacts, Outreach, RemovalFacts, Rule
+from triage.rules.rule import DueAction, DueFacts, Need, Outreach, RemovalFacts, Rule
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
 
@@ -27,8 +28,9 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     return Outreach(professionals=[
         *social_worker(pupil),
         *local_authority(school.urn, authority_of(school.document), "local_authority"),
-    ])
+    ], staff_details=staff_details(ID, due.date, school, facts.year_outreach))
 
 
 # The pupil is off roll by the time this is due: that is the point.
-RULE = Rule(id=ID, on_removal=decide, plan=plan, acts_off_roll=True)
+RULE = Rule(id=ID, on_removal=decide, plan=plan, acts_off_roll=True,
+            needs=frozenset({Need.YEAR_OUTREACH}))

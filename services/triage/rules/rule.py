@@ -111,6 +111,9 @@ class Need(StrEnum):
     # What triage has already set going for the action's episode (with EPISODE): family
     # contacts requested, a home visit planned.
     EPISODE_OUTREACH = "episode_outreach"
+    # What the school has done for the pupil this school year (`YearOutreach`), for the
+    # professionals who take a case on (docs/rules.md "Professional messages").
+    YEAR_OUTREACH = "year_outreach"
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,16 @@ class DueAction:
     pupil_id: str
     date: dt.date
     episode_start: dt.date | None
+
+
+@dataclass(frozen=True)
+class YearOutreach:
+    """What triage has handed to the notifier for a pupil since the school year began."""
+
+    family_contacts: int = 0  # family messages (first-day contacts, letters, updates)
+    home_visits: int = 0  # day-3 home visits requested
+    stage1_on: dt.date | None = None  # the stage-1 message's day, if one went this year
+    replies: int = 0  # parents' replies about the pupil received this school year
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ class DueFacts:
     # whether a home visit is scheduled or open for it.
     family_contacts_requested: int = 0
     home_visit_planned: bool = False
+    year_outreach: YearOutreach = field(default_factory=YearOutreach)
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,10 @@ class Outreach:
     skipped: list[dict[str, str]] = field(default_factory=list)
     professionals: list[Recipient] = field(default_factory=list)
     details: dict[str, str | int | float] = field(default_factory=dict)
+    # Added to `details` in the professionals' request only: what the school has done and whom
+    # to call are not for the family's message, and siblings share one only when their
+    # details are equal.
+    staff_details: dict[str, str | int | float] = field(default_factory=dict)
     episode_start: dt.date | None = None
     tasks: list[TaskToOpen] = field(default_factory=list)
 

@@ -12,6 +12,7 @@ import datetime as dt
 
 from triage.rules.decisions import Decision, Schedule, Suppress, Withdraw, key
 from triage.rules.marks import describe, is_stale, is_unexplained, registers_closed_at
+from triage.rules.professional import staff_details
 from triage.rules.recipients import social_worker
 from triage.rules.rule import DayFacts, DueAction, DueFacts, Need, Outreach, Rule
 from triage.rules.unexplained_not_recoded import sessions_still_unexplained
@@ -45,19 +46,18 @@ def unexplained_still_due(facts: DueFacts) -> str | None:
     return None
 
 
-def alert_details(facts: DueFacts, school: SchoolContext) -> dict[str, str | int | float]:
+def alert_details(due: DueAction, facts: DueFacts,
+                  school: SchoolContext) -> dict[str, str | int | float]:
     """What the professional needs to act without ringing round first: the sessions still N,
     how many family contacts triage has requested in the episode, whether a home visit is
-    planned, and whom at the school to call (the attendance officer, on the school's phone)."""
-    details: dict[str, str | int | float] = {
+    planned, whom at the school to call (the attendance officer, on the school's phone) and by
+    when (that day)."""
+    return {
         "sessions": " and ".join(sessions_still_unexplained(facts.codes)),
         "contact_attempts": facts.family_contacts_requested,
         "home_visit_planned": int(facts.home_visit_planned),
+        **staff_details(due.rule, due.date, school),
     }
-    officers = school.staff_recipients("attendance_officer")
-    if officers:
-        details["school_contact"] = officers[0].name
-    return details
 
 
 # The day's codes to re-check; the episode and what was set going in it for `alert_details`.
@@ -75,7 +75,7 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     reason = unexplained_still_due(facts)
     if reason:
         return Outreach(cancel=reason)
-    return Outreach(professionals=social_worker(pupil), details=alert_details(facts, school))
+    return Outreach(professionals=social_worker(pupil), details=alert_details(due, facts, school))
 
 
 # docs/rules.md "Amendments": re-coding the N recalls the alert even once handed over.

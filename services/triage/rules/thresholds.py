@@ -18,6 +18,7 @@ from typing import Literal
 from triage.policy import Policy
 from triage.rates import Counts, rates_actionable
 from triage.rules.decisions import Decision, Schedule, key
+from triage.rules.professional import staff_details
 from triage.rules.rule import DueAction, DueFacts, Need, Outreach, RateFacts, Rule, RuleState
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
@@ -122,7 +123,10 @@ def crossing_rule(rule_id: str, threshold: Callable[[Policy], Threshold],
         counts = still_crossed(threshold(school.policy), facts)
         if isinstance(counts, Outreach):
             return counts
-        return replace(recipients(due, school, pupil), details=rate_details(counts))
+        return replace(recipients(due, school, pupil), details=rate_details(counts),
+                       staff_details=staff_details(rule_id, due.date, school,
+                                                   facts.year_outreach))
 
     return Rule(id=rule_id, on_rates=decide, state_scope="year", plan=plan,
-                needs=frozenset({Need.YEAR_COUNTS}), family=family, must_reach_family=family)
+                needs=frozenset({Need.YEAR_COUNTS, Need.YEAR_OUTREACH}), family=family,
+                must_reach_family=family)

@@ -19,6 +19,7 @@ from triage.calendar import SchoolCalendar
 from triage.policy import Policy
 from triage.rules.decisions import Schedule, key
 from triage.rules.marks import registers_closed_at
+from triage.rules.professional import staff_details
 from triage.rules.rule import DueAction, DueFacts, Need, Outreach, Rule, TaskToOpen
 from triage.school_document import Pupil
 from triage.schools import SchoolContext
@@ -78,9 +79,14 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     days = school.policy.recode_within_days
     return Outreach(
         professionals=school.staff_recipients("attendance_officer"),
-        details={"sessions": sessions, "recode_within_days": days}, episode_start=due.date,
+        details={"sessions": sessions, "recode_within_days": days},
+        staff_details={"contact_attempts": facts.family_contacts_requested,
+                       "family_replied": int(facts.replied),
+                       **staff_details(ID, due.date, school)},
+        episode_start=due.date,
         tasks=[TaskToOpen(ID, due.date, f"{sessions} of {due.date.isoformat()} still N after "
                                         f"{days} school days: correct the register")])
 
 
-RULE = Rule(id=ID, plan=plan, needs=frozenset({Need.DAY_CODES}))
+RULE = Rule(id=ID, plan=plan,
+            needs=frozenset({Need.DAY_CODES, Need.EPISODE_OUTREACH, Need.REPLY}))
