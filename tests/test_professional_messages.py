@@ -46,7 +46,9 @@ LANGUAGES = ("en", "cy")
 # Register housekeeping, written in English only (tests/test_templates_privacy.py).
 ENGLISH_ONLY = frozenset({"unexplained_not_recoded"})
 # Every rule with a professional reader (parked_marks_expiring is school-level: it names no
-# pupil and asks the officer for a roster upload before the marks are discarded).
+# pupil and asks the officer for a roster upload before the marks are discarded;
+# family_opted_out tells the officer, once, of a family's own choice and what happens instead:
+# nothing is asked of them, and they are the school's contact).
 RULES = ("social_worker_unexplained", "looked_after_unexplained", "day3_home_visit", "la_referral", "severe_absence", "persistent_absence",
          "continuous_absence_10_days", "ehcp_absence_15_days", "register_removal",
          "family_unreachable", "unexplained_not_recoded", "penalty_notice_threshold",
@@ -163,7 +165,7 @@ def test_html_made_from_text_is_escaped_and_links_are_clickable() -> None:
 
 def test_every_rule_with_a_professional_reader_is_covered() -> None:
     professional = {rule for rule in ALL_RULES if set(AUDIENCES[rule]) - {"parent"}}
-    assert professional - {"parked_marks_expiring"} == set(RULES)
+    assert professional - {"parked_marks_expiring", "family_opted_out"} == set(RULES)
 
 
 # --- what triage puts in the request -------------------------------------------------------
