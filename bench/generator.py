@@ -102,7 +102,7 @@ def generate(
                 contact_no += 1
                 contacts.append({
                     "name": f"{rng.choice(GIVEN)} {surname}", "relationship": "parent",
-                    "priority": priority, "phone": f"+4470{contact_no:09d}",
+                    "priority": priority, "phone": f"+447{contact_no:09d}",
                     "email": f"contact{contact_no}@family.example",
                     "language": "cy" if rng.random() < 0.02 else "en",
                     "no_contact": priority == 1 and rng.random() < no_contact_rate,
