@@ -5,7 +5,8 @@ Order: rosters -> bare consume-and-ack ceiling -> triage on SQLite -> triage on 
 the morning hand-off to the provider (with the SMS check) -> end-to-end latency at a steady
 rate -> notifier send rate -> naive sequential baseline -> the services as processes: peak
 memory at 1/10, 1x (and 10x) and two triage replicas -> the staff pages (bench.staff_pages,
-reported in a section of its own; `--only staff` runs just that)."""
+reported in a section of its own; `--only staff` runs just that) -> the same morning synced
+through Wonde by mis_sync (bench.wonde_sync, its own section; `--only wonde`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from servicekit.clock import FrozenClock
 from servicekit.database import make_engine
 from triage.settings import TriageSettings
 
-from bench import delivery, processes, rosters, staff_pages
+from bench import delivery, processes, rosters, staff_pages, wonde_sync
 from bench.generator import LONDON, Authority, encode, expected_first_day_sms, generate
 from bench.infra import Databases, fresh_vhost, machine
 from bench.report import Report
@@ -267,18 +268,42 @@ async def staff(mode: str, report: Report, workdir: Path) -> None:
         await databases.drop_all()
 
 
-async def suite(mode: str, reports: list[Report], workdir: Path, with_10x: bool,
-                only_staff: bool) -> None:
-    if not only_staff:
-        await run(mode, reports[0], workdir, with_10x)
-    await staff(mode, reports[-1], workdir)
+async def wonde(mode: str, report: Report, workdir: Path) -> None:
+    """The morning synced through Wonde, on SQLite and on PostgreSQL, on a vhost of its own."""
+    schools, pupils = SIZES[mode]
+    databases = Databases()
+
+    async def sqlite(name: str) -> str:
+        return f"sqlite+aiosqlite:///{workdir}/wonde-{name}.db"
+
+    async def postgres(_: str) -> str:
+        return databases.url(await databases.create())
+
+    # One ceiling run at full size: 105,000 messages take long enough to be steady, and three
+    # would add minutes to a run that should fit in a quarter of an hour.
+    with fresh_vhost() as amqp_url:
+        try:
+            await wonde_sync.run(report, amqp_url, {"SQLite": sqlite, "PostgreSQL": postgres},
+                                 schools=schools, pupils=pupils, seed=SEED, workdir=workdir,
+                                 bare_runs=BARE_RUNS if mode == "quick" else 1)
+        finally:
+            await databases.drop_all()
+
+
+async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: bool) -> None:
+    if "morning" in reports:
+        await run(mode, reports["morning"], workdir, with_10x)
+    if "staff" in reports:
+        await staff(mode, reports["staff"], workdir)
+    if "wonde" in reports:
+        await wonde(mode, reports["wonde"], workdir)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="~1/20 size, under 2 minutes")
     parser.add_argument("--no-10x", action="store_true", help="skip the 10x memory run")
-    parser.add_argument("--only", choices=["staff"],
+    parser.add_argument("--only", choices=["staff", "wonde"],
                         help="run one entry alone (its section of results.md only)")
     args = parser.parse_args()
     # Services' warnings (e.g. a dead-lettered request) on stderr, not their info chatter.
@@ -292,12 +317,16 @@ def main() -> None:
     staff_report = Report(mode=mode, command=command, started=started_at, machine=machine(),
                           size=f"{schools} schools", entry="staff pages",
                           ratio_to="the same data's API calls made directly (p50)")
-    reports = [staff_report] if args.only else [report, staff_report]
+    wonde_report = Report(mode=mode, command=command, started=started_at, machine=machine(),
+                          size=f"{schools} schools, {pupils:,} pupils", entry="Wonde sync",
+                          ratio_to="bare consume-and-ack of the same events")
+    everything = {"morning": report, "staff": staff_report, "wonde": wonde_report}
+    chosen = {args.only: everything[args.only]} if args.only else everything
+    reports = list(chosen.values())
     workdir = Path(tempfile.mkdtemp(prefix="absence-bench-"))
     started = time.perf_counter()
     try:
-        asyncio.run(suite(mode, reports, workdir, mode == "full" and not args.no_10x,
-                          args.only == "staff"))
+        asyncio.run(suite(mode, chosen, workdir, mode == "full" and not args.no_10x))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     reports[0].notes.append(f"Wall time of the run: {time.perf_counter() - started:.0f} s.")

@@ -99,3 +99,28 @@ async def test_the_staff_pages_entry_reports_every_figure_and_its_checks(tmp_pat
     assert all(" / " in value and value.endswith(" ms") for _, value, _, _ in report.rows)
     assert all(ratio.startswith("x") for _, _, ratio, _ in report.rows[1:])
     assert len(report.checks) == 3 and report.ok, report.checks
+
+
+async def test_the_wonde_sync_entry_reports_every_figure_and_its_checks(
+        amqp_url: str, broker: object, tmp_path: Path) -> None:
+    """Two small schools synced through the Wonde stub by mis_sync into triage on SQLite, on
+    the real broker: every figure is reported and every check holds, the exactly-once count
+    of marks among them (the figures are `python -m bench --only wonde`'s to judge)."""
+    from bench import wonde_sync
+    from bench.report import Report
+
+    async def sqlite(name: str) -> str:
+        return f"sqlite+aiosqlite:///{tmp_path}/{name}.db"
+
+    report = Report(mode="quick", command="test", started="now", machine={}, size="tiny",
+                    entry="Wonde sync", ratio_to="bare consume-and-ack")
+    await wonde_sync.run(report, amqp_url, {"SQLite": sqlite}, schools=2, pupils=60, seed=5,
+                         workdir=tmp_path, bare_runs=1)
+    assert [measure for measure, *_ in report.rows] == [
+        "Wonde read only: every page of a first sync, nothing handed over",
+        "bare aio-pika consume-and-ack of the same events (ceiling)",
+        "first sync, SQLite: rosters + marks, `sync_all` returned",
+        "first sync, SQLite: to the last mark applied in triage",
+        "incremental sync, nothing new, SQLite"]
+    assert len(report.checks) == 5 and report.ok, report.checks
+    assert "60 of 60 marks published" in report.checks[0][0]

@@ -10,6 +10,7 @@ their content, so what was already handed over comes back as duplicates that cha
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -184,6 +185,7 @@ class Syncer:
         published = skipped = 0
         async for page in self._wonde.pages(link.wonde_id, "attendance/session",
                                             {"updated_after": wonde_cursor(since)}):
+            events = []
             for record in page:
                 event = mapping.mark_event(link.urn, record, codes)
                 if event is None:
@@ -191,8 +193,13 @@ class Syncer:
                     log.warning("mis_sync.mark.skipped urn=%s record=%s: %s", link.urn,
                                 str(record.get("id"))[:64], mapping.skip_reason(record, codes))
                     continue
-                await self._publish(event)
-                published += 1
+                events.append(event)
+            # A page's events published together, each still confirmed before the cursor can
+            # move: one broker round trip per page, not one per mark (bench/results.md,
+            # "Wonde sync"). Their order does not matter: the later `recorded_at` wins.
+            await asyncio.gather(*(self._publish(event) for event in events))
+            published += len(events)
+            for event in events:
                 recorded = dt.datetime.fromisoformat(event["recorded_at"])
                 newest = recorded if newest is None else max(newest, recorded)
         await store.attendance_synced(self._engine, link.wonde_id, newest, self._clock.now())
