@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
@@ -33,3 +33,19 @@ async def upgrade_to_head(engine: AsyncEngine, script_location: Path, version_ta
 
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
+
+
+def run_migrations(metadata: MetaData) -> None:
+    """The whole of each service's Alembic `env.py`: always given a connection by
+    `upgrade_to_head`, batch mode so SQLite can alter tables."""
+    from alembic import context
+
+    config = context.config
+    context.configure(
+        connection=config.attributes["connection"],
+        target_metadata=metadata,
+        version_table=config.attributes["version_table"],
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

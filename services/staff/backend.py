@@ -149,21 +149,22 @@ class Backend:
     # Notifier
     async def notifications(self, urn: str, *, since: dt.datetime | None = None,
                             pupil_id: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, str] = {"school_urn": urn}
-        if since is not None:
-            params["since"] = since.isoformat()
-        if pupil_id is not None:
-            params["pupil_id"] = pupil_id
         result: list[dict[str, Any]] = await self.notifier.call(
-            "GET", "/notifications", params=params)
+            "GET", "/notifications", params=_of_school(urn, since, pupil_id))
         return result
 
     async def replies(self, urn: str, *, since: dt.datetime | None = None,
                       pupil_id: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, str] = {"school_urn": urn}
-        if since is not None:
-            params["since"] = since.isoformat()
-        if pupil_id is not None:
-            params["pupil_id"] = pupil_id
-        result: list[dict[str, Any]] = await self.notifier.call("GET", "/replies", params=params)
+        result: list[dict[str, Any]] = await self.notifier.call(
+            "GET", "/replies", params=_of_school(urn, since, pupil_id))
         return result
+
+
+def _of_school(urn: str, since: dt.datetime | None, pupil_id: str | None) -> dict[str, str]:
+    """The notifier's list filters: one school, from a time, for one pupil."""
+    params = {"school_urn": urn}
+    if since is not None:
+        params["since"] = since.isoformat()
+    if pupil_id is not None:
+        params["pupil_id"] = pupil_id
+    return params

@@ -1,15 +1,7 @@
 """Alembic environment: always given a connection by servicekit.migrations."""
 
-from alembic import context
+from servicekit.migrations import run_migrations
 
 from triage.models import metadata
 
-config = context.config
-context.configure(
-    connection=config.attributes["connection"],
-    target_metadata=metadata,
-    version_table=config.attributes["version_table"],
-    render_as_batch=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_migrations(metadata)
