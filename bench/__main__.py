@@ -41,7 +41,7 @@ LATENCY_RATE = 500.0
 LATENCY_SECONDS = {"full": 30, "quick": 8}
 RATE_WINDOW_SECONDS = 5  # how long each rate-limited notifier run lasts
 BARE_RUNS = 3
-STAFF_REQUESTS = {"full": 20, "quick": 10}  # per figure
+STAFF_REQUESTS = {"full": 10, "quick": 10}  # per figure
 
 
 def _authority(mode: str, scale: float, day: dt.date, recorded_from: dt.datetime) -> Authority:

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import itertools
 import uuid
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from triage import counters
 from triage.ingest import Ingestor
 from triage.migrations import upgrade
 from triage.rates import Counts, counts_from_codes, delta, school_year_start
+from triage.rules.thresholds import Threshold
 from triage.school_document import SchoolDocument
 from triage.schools import SchoolContextCache, store_school
 
@@ -117,3 +119,16 @@ def test_incremental_counters_equal_a_recount_for_any_arrival_order(tmp_path: Pa
     finally:
         loop.run_until_complete(db.engine.dispose())
         loop.close()
+
+
+@given(possible=st.integers(1, 400), data=st.data(),
+       line=st.sampled_from([0.1, 0.5, 0.9, 0.92, 0.3333, 0.01, 0.99]),
+       kind=st.sampled_from(["attendance_below", "absence_at"]))
+def test_a_crossing_is_judged_exactly_as_fractions_judge_it(
+        possible: int, data: st.DataObject, line: float, kind: str) -> None:
+    """`Threshold.crossed` compares whole numbers; the answer is the exact fractions' answer."""
+    absent = data.draw(st.integers(0, possible))
+    counts = Counts(possible, absent, 0)
+    exact_line, absence = Fraction(repr(line)), Fraction(absent, possible)
+    expected = 1 - absence < exact_line if kind == "attendance_below" else absence >= exact_line
+    assert Threshold("r", kind, line).crossed(counts) is expected  # type: ignore[arg-type]

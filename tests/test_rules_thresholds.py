@@ -183,3 +183,4 @@ async def test_ten_unauthorised_sessions_over_11_school_weeks_do_not(stack: Stac
     assert await fired(stack, "penalty_notice_threshold") == []
     assert [d for d in (await timeline(stack, "P1"))["decisions"]
             if d["rule"] == "penalty_notice_threshold"] == []
+

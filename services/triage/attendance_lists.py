@@ -71,12 +71,17 @@ async def attendance(
         in_play = {urn: _school(context, now) for urn, context in contexts.items()}
         rows = await _rows(conn, in_play, year_group)
         unexplained = await _overdue_unexplained(conn, in_play, now)
-        built = [(key, _row(key, names, counts, in_play[key[0]].context.policy,
-                            unexplained.get(key, 0)), counts)
-                 for key, (names, counts) in rows.items()]
-        # The penalty-notice test reads marks: for any other list, only for the pupils on it.
-        if wanted not in ("all", "penalty_notice"):
-            built = [entry for entry in built if _on_list(wanted, entry[1], entry[2])]
+        # Every list but these is decided by a pupil's counters alone: a row is built only
+        # for a pupil on it, and the penalty-notice test (it reads marks) runs only for them.
+        decided = wanted not in ("all", "penalty_notice")
+        built = []
+        for key, (names, counts) in rows.items():
+            policy = in_play[key[0]].context.policy
+            flags = {**_rate_flags(counts, policy),
+                     "unexplained_over_5_days": unexplained.get(key, 0)}
+            if decided and not _on_list(wanted, flags, counts):
+                continue
+            built.append((key, _row(key, names, counts, flags), counts))
         penalty = await _penalty_notices(conn, in_play,
                                          {key: rows[key] for key, _, _ in built})
     listed = []
@@ -89,18 +94,21 @@ async def attendance(
     return {"rows": listed[:limit], "truncated": len(listed) > limit}
 
 
-def _row(key: PupilKey, names: dict[str, Any], counts: Counts, policy: Policy,
-         unexplained: int) -> dict[str, Any]:
+def _rate_flags(counts: Counts, policy: Policy) -> dict[str, bool]:
+    """As the rules judge them: never on fewer sessions than the policy's minimum."""
     actionable = rates_actionable(counts, policy.min_possible_sessions)
+    return {"persistent": actionable and persistent_absence.threshold(policy).crossed(counts),
+            "severe": actionable and severe_absence.threshold(policy).crossed(counts)}
+
+
+def _row(key: PupilKey, names: dict[str, Any], counts: Counts,
+         flags: dict[str, Any]) -> dict[str, Any]:
     row = {
         "school_urn": key[0], "pupil_id": key[1], **names,
         "possible": counts.possible, "attended": counts.possible - counts.absent,
         "authorised": counts.authorised, "unauthorised": counts.unauthorised,
-        **rate_details(counts),
-        "persistent": actionable and persistent_absence.threshold(policy).crossed(counts),
-        "severe": actionable and severe_absence.threshold(policy).crossed(counts),
+        **rate_details(counts), **flags,
         "penalty_notice": False,  # set once the penalty-notice test has run
-        "unexplained_over_5_days": unexplained,
     }
     row.pop("possible_sessions")
     return row

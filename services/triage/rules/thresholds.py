@@ -10,6 +10,7 @@ school year; the crossing number is the dedup key ("pupil + crossing").
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -27,6 +28,12 @@ from triage.schools import SchoolContext
 Recipients = Callable[[DueAction, SchoolContext, Pupil], Outreach]
 
 
+@functools.lru_cache(maxsize=256)
+def _exact(value: float) -> Fraction:
+    """A policy's line as the fraction it was written as (`0.1` -> 1/10)."""
+    return Fraction(repr(value))
+
+
 @dataclass(frozen=True)
 class Threshold:
     rule: str
@@ -36,11 +43,16 @@ class Threshold:
     line: float
 
     def crossed(self, counts: Counts) -> bool:
-        line = Fraction(repr(self.line))
-        absence = Fraction(counts.absent, counts.possible)
+        """Exact, as fractions (10% is 1/10, not 0.1000000000000000055), compared in whole
+        numbers: the lists ask this of every pupil of an authority, and building two
+        `Fraction`s per pupil took most of a 300-school list's time."""
+        if counts.possible == 0:
+            raise ZeroDivisionError("no possible sessions: no rate to compare")
+        line = _exact(self.line)
         if self.kind == "attendance_below":
-            return 1 - absence < line
-        return absence >= line
+            present = counts.possible - counts.absent
+            return present * line.denominator < line.numerator * counts.possible
+        return counts.absent * line.denominator >= line.numerator * counts.possible
 
     def recovered(self, counts: Counts, hysteresis: float) -> bool:
         """Back past the line by at least `hysteresis` (percentage points as a fraction)."""
