@@ -126,7 +126,7 @@ async def test_ten_school_days_of_unauthorised_absence_are_returned_to_the_la_on
     await stack.run_due()
     [email] = await emails_about(stack, "continuous absence", 1)
     assert email["To"] == "attendance@la.example"
-    assert "10 school days" in body(email)
+    assert "10 consecutive school days" in body(email)
     await stack.publish(mark("P1", "G", day=days[-1], session="PM", recorded=stack.clock.now()))
     await stack.processed()
     await stack.run_due()

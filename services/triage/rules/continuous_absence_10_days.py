@@ -63,9 +63,12 @@ def plan(due: DueAction, facts: DueFacts, school: SchoolContext, pupil: Pupil,
     # The statutory return: nothing to re-check, the run happened. The episode is read for
     # the run's length and what was set going in it.
     run = longest_unauthorised_run(facts.episode, facts.marks) if facts.episode else ()
+    # The rule fired on a run of at least the policy's days; the marks read for the message
+    # may cover only the episode's recent days, so the run is never reported shorter.
+    days = max(len(run), school.policy.continuous_absence_days)
     return Outreach(professionals=local_authority(school.urn, authority_of(school.document),
                                                   "local_authority"),
-                    staff_details={"school_days": len(run),
+                    staff_details={"school_days": days,
                                    "contact_attempts": facts.family_contacts_requested,
                                    "family_replied": int(facts.replied),
                                    "home_visit_planned": int(facts.home_visit_planned),
