@@ -25,20 +25,19 @@ import yaml
 from broker_messages import topology
 from notifier.app import NotifierService
 from notifier.app import create_app as notifier_app
-from notifier.settings import NotifierSettings
 from pydantic_settings import BaseSettings
 from staff.app import build as build_staff
 from staff.app import create_app as staff_app
 from staff.settings import StaffSettings
 from triage.app import TriageService
 from triage.app import create_app as triage_app
-from triage.settings import TriageSettings
+
+from tests.contract_settings import SETTINGS, STRONG_SECRET, allowed_settings, every_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "infra" / "kubernetes"
 EXAMPLE_SECRET = MANIFESTS / "secret.example.yaml"
 KEDA_SCHEMA = Path(__file__).resolve().parent / "schemas" / "keda.json"
-CONTRACT = ROOT / "docs" / "contract.md"
 BENCH_RESULTS = ROOT / "bench" / "results.md"
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -46,11 +45,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 KUBERNETES_VERSION = "1.33.0"
 NAMESPACE = "absence-followup"
 SERVICES = ["triage", "notifier", "staff"]
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "triage": TriageSettings, "notifier": NotifierSettings, "staff": StaffSettings,
-}
-# Of the variables both services read, the staff app reads only these (staff/settings.py).
-STAFF_SHARED = {"API_TOKEN", "LOG_LEVEL", "CLOCK_OFFSET_SECONDS"}
 # Names that hold credentials: they may come only from a Secret.
 SECRET_NAME = re.compile(r"TOKEN|KEY|PASSWORD|SECRET|SID|AMQP_URL|DATABASE_URL")
 
@@ -109,28 +103,6 @@ def _secret_refs() -> Iterator[tuple[str, str, str]]:
     for name, auth in _named("TriggerAuthentication").items():
         for ref in auth["spec"]["secretTargetRef"]:
             yield f"TriggerAuthentication {name}", ref["name"], ref["key"]
-
-
-def _documented_settings() -> dict[str, set[str]]:
-    """{section of docs/contract.md §1: the variables its tables name}."""
-    text = CONTRACT.read_text(encoding="utf-8")
-    part = text[text.index("## 1. "):text.index("\n## 2. ")]
-    sections: dict[str, set[str]] = {}
-    for block in re.split(r"^### ", part, flags=re.MULTILINE)[1:]:
-        title, _, body = block.partition("\n")
-        names = sections.setdefault(title.strip(), set())
-        for line in body.splitlines():
-            if line.startswith("| `"):
-                names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
-    return sections
-
-
-def _allowed_settings(service: str) -> set[str]:
-    documented = _documented_settings()
-    if service == "staff":
-        assert STAFF_SHARED <= documented["Both services"]
-        return documented["Staff web app"] | STAFF_SHARED
-    return documented["Both services"] | documented[service.capitalize()]
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,7 +185,7 @@ def test_credentials_come_only_from_secrets(service: str) -> None:
 def test_every_variable_is_a_documented_setting_of_that_service(service: str) -> None:
     names = _env_names(service)
     assert len(names) == len(set(names)), f"{service}: a variable is set twice"
-    unknown = set(names) - _allowed_settings(service)
+    unknown = set(names) - allowed_settings(service)
     assert not unknown, f"{service}: not settings of this service in docs/contract.md §1"
 
 
@@ -222,7 +194,7 @@ def test_the_service_accepts_the_configuration(
         service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The settings class reads the manifests' values, with each Secret's placeholders
     replaced by a strong value (a listening service refuses weak tokens)."""
-    for name in set().union(*_documented_settings().values()):
+    for name in every_setting():
         monkeypatch.delenv(name, raising=False)
     example = {doc["metadata"]["name"]: doc["stringData"] for doc in EXAMPLE_SECRETS}
     for config_map in _config_maps_of(service):
@@ -230,7 +202,7 @@ def test_the_service_accepts_the_configuration(
             monkeypatch.setenv(key, value)
     for entry in _container(service).get("env") or []:
         ref = entry["valueFrom"]["secretKeyRef"]
-        value = example[ref["name"]][ref["key"]].replace("REPLACE", "k7Qp2vX9mR4tL8wZ3nB6yH1dQ")
+        value = example[ref["name"]][ref["key"]].replace("REPLACE", STRONG_SECRET)
         monkeypatch.setenv(entry["name"], value)
     SETTINGS[service](_env_file=None)  # type: ignore[call-arg]
 
