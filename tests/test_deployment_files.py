@@ -576,3 +576,20 @@ def test_ci_runs_the_lint_gates_then_the_tests() -> None:
     lint = _make_dry_run("lint")
     for gate in ("ruff check services tests scripts bench", "mypy", "lint-imports"):
         assert gate in lint, gate
+
+
+# ---------------------------------------------------------------------------------------
+# docs/deployment.md
+
+
+def test_the_deployment_guide_names_only_files_that_exist() -> None:
+    guide = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:infra/|docker-compose)[\w./-]*)`", guide))
+    named |= {f"infra/kubernetes/{name}"
+              for name in re.findall(r"`([\w.-]+\.yaml)`", guide) if "/" not in name}
+    assert {"docker-compose.yml", "docker-compose.cluster.yml",
+            "infra/kubernetes/"} <= named
+    for path in named:
+        assert (ROOT / path).exists(), f"docs/deployment.md names {path}, which does not exist"
+    linked = [path.name for path in (ROOT / "infra" / "kubernetes").glob("*.yaml")]
+    assert all(f"`{name}`" in guide for name in linked), "a manifest the guide does not describe"
