@@ -1,0 +1,207 @@
+"""The PostgreSQL primary killed mid-morning and its standby promoted: both services carry
+on without a restart, and every expected text reaches the Twilio stub exactly once.
+
+Triage and the notifier run as real processes (as in tests/test_crash_recovery.py) on the real
+RabbitMQ, against a primary and a synchronous streaming standby of the test's own
+(tests/pg_standby.py). Their database URLs name both servers with
+`target_session_attrs=read-write`, so each new connection finds whichever one accepts writes.
+The recovery times are printed (run with `-s` to see them)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+from broker_messages import topology
+
+from tests import pg_standby
+from tests.factories import LONDON, contact, mark, pupil, school
+from tests.fakes.smtp_sink import SmtpSink
+from tests.fakes.twilio_stub import TwilioStub
+from tests.processes import ServiceProcess, base_environment, clock_offset_to
+from tests.stack import SIGNING_KEY
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(not pg_standby.available(),
+                       reason="needs PostgreSQL's server binaries and root to run them"),
+]
+
+PUPILS = 150
+ABSENT = set(range(0, PUPILS, 4))  # 38 first-day contacts
+BEFORE_THE_KILL = 100  # marks published before the primary dies; the rest arrive after
+TOKEN = "cluster-test-token"
+
+
+def _phone(n: int) -> str:
+    return f"+4477009{n:05d}"
+
+
+@pytest.fixture(scope="session")
+def pair() -> Iterator[pg_standby.StandbyPair]:
+    with pg_standby.standby_pair() as running:
+        yield running
+
+
+@dataclass
+class Services:
+    triage: ServiceProcess
+    notifier: ServiceProcess
+
+
+@pytest.fixture
+async def services(pair: pg_standby.StandbyPair, amqp_url: str, broker: Any,
+                   twilio: TwilioStub, smtp: SmtpSink, tmp_path: Path,
+                   ) -> AsyncIterator[Services]:
+    admin = await asyncpg.connect(pair.dsn(pair.primary))
+    try:
+        for name in ("triage", "notifier"):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    env = base_environment() | {
+        "AMQP_URL": amqp_url, "API_TOKEN": TOKEN, "CONTACT_SIGNING_KEY": SIGNING_KEY,
+        "TRIAGE_DATABASE_URL": pair.url("triage"),
+        "NOTIFIER_DATABASE_URL": pair.url("notifier"),
+        "CLOCK_OFFSET_SECONDS": clock_offset_to(dt.datetime(2026, 11, 23, 9, 40, tzinfo=LONDON)),
+        "TRIAGE_SCHEDULER_POLL_SECONDS": "0.2", "NOTIFIER_DISPATCH_POLL_SECONDS": "0.2",
+        "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "TWILIO_FROM": "+447700900999", "TWILIO_API_BASE": twilio.base_url,
+        "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
+        "NOTIFIER_PROVIDER_TIMEOUT": "1", "NOTIFIER_SEND_ATTEMPTS": "3",
+        "NOTIFIER_RETRY_INITIAL_SECONDS": "0.05", "NOTIFIER_RETRY_MAX_SECONDS": "0.2",
+        "LOG_LEVEL": "WARNING",
+    }
+    running = Services(ServiceProcess("triage", env, tmp_path),
+                       ServiceProcess("notifier", env, tmp_path))
+    running.triage.start()
+    await running.triage.ready()  # migrations first, so the two never race to create the schema
+    running.notifier.start()
+    await running.notifier.ready()
+    try:
+        yield running
+    finally:
+        running.triage.stop()
+        running.notifier.stop()
+
+
+async def _publish(broker: Any, pupils: range) -> None:
+    channel = await broker.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(topology.EVENTS_EXCHANGE)
+    recorded = dt.datetime(2026, 11, 23, 8, 52, tzinfo=LONDON)
+    for n in pupils:
+        event = mark(f"P{n:03d}", "N" if n in ABSENT else "/", recorded=recorded)
+        await exchange.publish(
+            aio_pika.Message(json.dumps(event).encode(),
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key="register.mark")
+    await channel.close()
+
+
+async def _count(dsn: str, query: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+async def _progress(pair: pg_standby.StandbyPair, server: pg_standby.Server) -> int:
+    """Marks stored plus texts recorded as sent: grows with every commit that does work."""
+    marks = await _count(pair.dsn(server, "triage"), "SELECT count(*) FROM marks")
+    sent = await _count(pair.dsn(server, "notifier"),
+                        "SELECT count(*) FROM notifications WHERE status = 'sent'")
+    return marks + sent
+
+
+async def _quiet(pair: pg_standby.StandbyPair) -> bool:
+    """Every mark stored, no decision left to act on, no message left to send."""
+    server = pair.standby
+    marks = await _count(pair.dsn(server, "triage"), "SELECT count(*) FROM marks")
+    # Only this morning's: an N's re-code check waits five school days, by design.
+    pending = await _count(pair.dsn(server, "triage"),
+                           "SELECT count(*) FROM scheduled_actions WHERE status = 'pending' "
+                           "AND due_at < '2026-11-24T00:00:00+00:00'")
+    outbox = await _count(pair.dsn(server, "triage"), "SELECT count(*) FROM outbox")
+    unsent = await _count(pair.dsn(server, "notifier"),
+                          "SELECT count(*) FROM notifications "
+                          "WHERE status IN ('pending', 'sending')")
+    return marks == PUPILS and pending == outbox == unsent == 0
+
+
+async def _until(check: Any, timeout: float) -> None:
+    """Poll another process's progress (a child process offers no event to await)."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
+async def _status(client: httpx.AsyncClient, service: ServiceProcess, code: int) -> bool:
+    return (await client.get(f"{service.url}/readyz")).status_code == code
+
+
+async def test_primary_killed_mid_morning_standby_promoted_nothing_lost_or_doubled(
+    pair: pg_standby.StandbyPair, services: Services, broker: Any, twilio: TwilioStub,
+) -> None:
+    roster = school([
+        pupil(f"P{n:03d}", f"Child{n}", contacts=[contact(1, phone=_phone(n), email=None)])
+        for n in range(PUPILS)
+    ])
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        response = await client.put(f"{services.triage.url}/api/v1/schools/{roster['urn']}",
+                                    json=roster)
+        assert response.status_code == 200, response.text
+
+        await _publish(broker, range(BEFORE_THE_KILL))
+        # Mid-morning: marks still arriving and texts going out when the primary dies.
+        await _until(lambda: _texts_at_least(twilio, 3), timeout=30)
+        pair.kill_primary()
+        killed = time.monotonic()
+        await _publish(broker, range(BEFORE_THE_KILL, PUPILS))
+        # Both services notice: no server accepts writes until the standby is promoted.
+        await _until(lambda: _status(client, services.triage, 503), timeout=30)
+        await _until(lambda: _status(client, services.notifier, 503), timeout=30)
+        before = await _progress(pair, pair.standby)
+        pair.promote_standby()
+        promoted = time.monotonic()
+
+        async def progressed() -> bool:
+            return await _progress(pair, pair.standby) > before
+
+        await _until(progressed, timeout=60)
+        first_commit = time.monotonic()
+        await twilio.wait_for_messages(len(ABSENT), timeout=90)
+        await _until(lambda: _quiet(pair), timeout=60)
+        finished = time.monotonic()
+        assert await _status(client, services.triage, 200)
+        assert await _status(client, services.notifier, 200)
+
+    sent = Counter(message["to"] for message in twilio.messages)
+    doubled = {to: n for to, n in sent.items() if n > 1}
+    assert not doubled, f"texted twice: {doubled}"
+    assert sorted(sent) == sorted(_phone(n) for n in ABSENT), "every absent pupil's parent"
+    # Each mark once, and each of them recorded as received once.
+    assert await _count(pair.dsn(pair.standby, "triage"),
+                        "SELECT count(DISTINCT event_id) FROM received_events") == PUPILS
+    for service in (services.triage, services.notifier):
+        assert service.process is not None and service.process.poll() is None, (
+            f"{service.module} restarted or died: see {service.log_path}")
+    print(f"\nPostgreSQL failover: promoted {promoted - killed:.2f} s after the kill; "
+          f"first commit {first_commit - killed:.2f} s after the kill "
+          f"({first_commit - promoted:.2f} s after the promotion); "
+          f"morning finished {finished - killed:.2f} s after the kill")
+
+
+async def _texts_at_least(twilio: TwilioStub, count: int) -> bool:
+    return len(twilio.messages) >= count
