@@ -67,11 +67,12 @@ class StandbyPair:
         self.primary = Server("primary", free_port(), root / "primary")
         self.standby = Server("standby", free_port(), root / "standby")
 
-    def url(self, database: str) -> str:
-        """Both hosts, the writable one chosen at each connection (docs/contract.md §1)."""
-        return (f"postgresql+asyncpg://{_USER}@/{database}"
-                f"?host=127.0.0.1:{self.primary.port}&host=127.0.0.1:{self.standby.port}"
-                "&target_session_attrs=read-write")
+    def url(self, database: str, servers: tuple[Server, ...] = ()) -> str:
+        """Both servers (or those given), the writable one chosen at each connection
+        (docs/contract.md §1)."""
+        hosts = "".join(f"host=127.0.0.1:{server.port}&"
+                        for server in servers or (self.primary, self.standby))
+        return f"postgresql+asyncpg://{_USER}@/{database}?{hosts}target_session_attrs=read-write"
 
     def dsn(self, server: Server, database: str = "postgres") -> str:
         """One server, for asyncpg directly (setup, checks)."""

@@ -1,5 +1,6 @@
 """The PostgreSQL primary killed mid-morning and its standby promoted: both services carry
-on without a restart, and every expected text reaches the Twilio stub exactly once.
+on without a restart, and every expected text reaches the Twilio stub exactly once. And a
+consumer whose database is a standby not yet promoted holds its messages until it is.
 
 Triage and the notifier run as real processes (as in tests/test_crash_recovery.py) on the real
 RabbitMQ, against a primary and a synchronous streaming standby of the test's own
@@ -13,6 +14,7 @@ import asyncio
 import datetime as dt
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,11 @@ import asyncpg
 import httpx
 import pytest
 from broker_messages import topology
+from broker_messages.topology import DELIVERY_LIMIT
+from servicekit import broker as broker_kit
+from servicekit.consumer import BatchConsumer
+from servicekit.database import make_engine
+from sqlalchemy import text
 
 from tests import pg_standby
 from tests.factories import LONDON, contact, mark, pupil, school
@@ -48,8 +55,9 @@ def _phone(n: int) -> str:
     return f"+4477009{n:05d}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pair() -> Iterator[pg_standby.StandbyPair]:
+    """A pair of its own for each test: a test ends with its standby promoted."""
     with pg_standby.standby_pair() as running:
         yield running
 
@@ -205,3 +213,60 @@ async def test_primary_killed_mid_morning_standby_promoted_nothing_lost_or_doubl
 
 async def _texts_at_least(twilio: TwilioStub, count: int) -> bool:
     return len(twilio.messages) >= count
+
+
+async def test_a_standby_not_yet_promoted_holds_the_batch_instead_of_dead_lettering_it(
+    pair: pg_standby.StandbyPair, amqp_url: str,
+) -> None:
+    """The URL names only servers that refuse writes (the standby, before its promotion).
+    That is the database being away, not a bad message: the consumer keeps the message
+    unacked, past the delivery limit, and applies it once the standby is promoted."""
+    admin = await asyncpg.connect(pair.dsn(pair.primary))
+    try:
+        await admin.execute("CREATE TABLE applied (body text PRIMARY KEY)")
+    finally:
+        await admin.close()
+    engine = make_engine(pair.url("postgres", servers=(pair.standby,)))
+    attempts = 0
+    beyond_the_limit = asyncio.Event()
+
+    async def handle(bodies: list[bytes]) -> list[str | None]:
+        nonlocal attempts
+        attempts += 1
+        if attempts > DELIVERY_LIMIT:
+            beyond_the_limit.set()
+        async with engine.begin() as conn:
+            for body in bodies:
+                await conn.execute(text("INSERT INTO applied VALUES (:body)"),
+                                   {"body": body.decode()})
+        return [None] * len(bodies)
+
+    name = f"test.standby.{uuid.uuid4().hex[:8]}"
+    connection = await broker_kit.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(f"{name}.x", "direct", auto_delete=True)
+        queue = await channel.declare_queue(name, durable=True, arguments={
+            "x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT})
+        await queue.bind(exchange, routing_key="k")
+        consumer: BatchConsumer[bytes] = BatchConsumer(
+            name="test", parse=bytes, handle=handle, dead_exchange=exchange, batch_size=10)
+        worker = asyncio.create_task(consumer.run())
+        await consumer.start(queue)
+        await exchange.publish(aio_pika.Message(b"mark"), routing_key="k")
+        settled = asyncio.create_task(consumer.wait_settled(1, timeout=60))
+        held = asyncio.create_task(beyond_the_limit.wait())
+        await asyncio.wait({settled, held}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        assert held.done() and consumer.settled == 0, (
+            "the message was settled (dead-lettered) while no server accepted writes")
+        pair.promote_standby()
+        await settled
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT body FROM applied"))).scalars().all()
+        assert rows == ["mark"]
+        await consumer.stop()
+        worker.cancel()
+        await channel.queue_delete(name)
+    finally:
+        await connection.close()
+        await engine.dispose()
