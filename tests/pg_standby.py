@@ -6,7 +6,8 @@ data directories in a temporary directory, on free ports, listening on 127.0.0.1
 trust authentication. The standby is a `pg_basebackup -R` copy streaming from a replication
 slot, so the primary keeps the WAL it has not yet received.
 
-Replication is synchronous (`synchronous_standby_names = '*'`): a commit returns only once
+Replication is synchronous (`synchronous_standby_names = '*'`) unless a test asks for the
+asynchronous kind to show what it loses: a commit returns only once
 the standby has flushed it, so a commit the services acted on (a mark acked to the broker, a
 text recorded as sent) survives the primary's death. With asynchronous replication the last
 commits before a crash can be missing on the promoted standby (docs/reliability.md). The
@@ -59,11 +60,12 @@ class Server:
 class StandbyPair:
     """`primary` and `standby`; `url(database)` names both, for SQLAlchemy's asyncpg dialect."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, synchronous: bool = True) -> None:
         binaries = _binaries()
         assert binaries is not None, "PostgreSQL server binaries are needed"
         self._bin = binaries
         self.root = root
+        self.synchronous = synchronous
         self.primary = Server("primary", free_port(), root / "primary")
         self.standby = Server("standby", free_port(), root / "standby")
 
@@ -98,7 +100,7 @@ wal_level = replica
 max_wal_senders = 4
 max_replication_slots = 4
 hot_standby = on
-synchronous_standby_names = '*'
+synchronous_standby_names = '{"*" if self.synchronous else ""}'
 """)
         self._start(self.primary)
         self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", _USER,
@@ -119,7 +121,7 @@ synchronous_standby_names = '*'
                  "-p", str(self.primary.port), "-Atc",
                  "SELECT sync_state FROM pg_stat_replication"],
                 check=True, capture_output=True, text=True, timeout=30, cwd=self.root)
-            if state.stdout.strip() == "sync":
+            if state.stdout.strip() == ("sync" if self.synchronous else "async"):
                 return
             assert time.monotonic() < deadline, f"standby not synchronous: {state.stdout!r}"
             time.sleep(0.1)  # the walsender offers no event to await from here
@@ -132,6 +134,17 @@ synchronous_standby_names = '*'
         """kill -9 of the postmaster: no shutdown checkpoint, no goodbye to clients. Its
         backends notice the postmaster is gone and exit on their own."""
         os.kill(self.primary.pid, signal.SIGKILL)
+
+    def kill_primary_machine(self) -> None:
+        """kill -9 of every process of the primary at once, as when its machine is lost:
+        nothing more leaves it, not even WAL already written."""
+        for pid in _pids_under(self.primary.data):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def pause(self, pid: int) -> None:
+        """SIGSTOP one server process (a walsender: the standby then hears nothing)."""
+        os.kill(pid, signal.SIGSTOP)
 
     def promote_standby(self) -> None:
         """`pg_ctl promote -w`: returns once the standby accepts writes."""
@@ -151,27 +164,28 @@ synchronous_standby_names = '*'
         """A killed postmaster's backends exit once they notice; wait for the last of them
         to let go of the data directory before it is removed."""
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _holds(self.root):
+        while time.monotonic() < deadline and _pids_under(self.root):
             time.sleep(0.1)  # no event to await from another user's processes
 
 
-def _holds(root: Path) -> bool:
-    """Any process whose working directory is under `root` (PostgreSQL's run in their
+def _pids_under(root: Path) -> list[int]:
+    """The processes whose working directory is under `root` (PostgreSQL's run in their
     data directory)."""
+    found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):
                 if Path(os.readlink(proc / "cwd")).is_relative_to(root):
-                    return True
-    return False
+                    found.append(int(proc.name))
+    return found
 
 
 @contextlib.contextmanager
-def standby_pair() -> Iterator[StandbyPair]:
+def standby_pair(*, synchronous: bool = True) -> Iterator[StandbyPair]:
     """A running primary and standby, stopped and removed afterwards whatever happened."""
     root = Path(tempfile.mkdtemp(prefix="pg-standby-"))
     shutil.chown(root, _USER, _USER)
-    pair = StandbyPair(root)
+    pair = StandbyPair(root, synchronous=synchronous)
     try:
         pair.start()
         yield pair

@@ -1,6 +1,7 @@
 """The PostgreSQL primary killed mid-morning and its standby promoted: both services carry
 on without a restart, and every expected text reaches the Twilio stub exactly once. And a
-consumer whose database is a standby not yet promoted holds its messages until it is.
+consumer whose database is a standby not yet promoted holds its messages until it is. And
+why the standby must be synchronous: an asynchronous one loses commits already acknowledged.
 
 Triage and the notifier run as real processes (as in tests/test_crash_recovery.py) on the real
 RabbitMQ, against a primary and a synchronous streaming standby of the test's own
@@ -11,6 +12,7 @@ The recovery times are printed (run with `-s` to see them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import time
@@ -270,3 +272,59 @@ async def test_a_standby_not_yet_promoted_holds_the_batch_instead_of_dead_letter
     finally:
         await connection.close()
         await engine.dispose()
+
+
+async def _commit_while_the_standby_hears_nothing(pair: pg_standby.StandbyPair) -> str:
+    """Pause the primary's walsender, insert a row on the primary, and lose the primary's
+    machine: "acknowledged" if the commit returned first, "refused" if it was still waiting
+    (for the standby) when the machine went. The row's fate is then read on the promoted
+    standby."""
+    primary = await asyncpg.connect(pair.dsn(pair.primary))
+    try:
+        await primary.execute("CREATE TABLE acked (n int)")
+
+        async def table_on_the_standby() -> bool:  # the asynchronous one may lag behind
+            return await _count(pair.dsn(pair.standby),
+                                "SELECT count(*) FROM pg_tables WHERE tablename = 'acked'") == 1
+
+        await _until(table_on_the_standby, timeout=30)
+        walsender = await primary.fetchval("SELECT pid FROM pg_stat_replication")
+        pair.pause(walsender)
+        inserting = asyncio.create_task(primary.execute("INSERT INTO acked VALUES (1)"))
+        watcher = await asyncpg.connect(pair.dsn(pair.primary))
+        try:
+            async def settled_or_waiting() -> bool:
+                # Synchronous: the backend waits on the standby (wait event SyncRep).
+                return inserting.done() or await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'") > 0
+            await _until(settled_or_waiting, timeout=30)
+        finally:
+            await watcher.close()
+        pair.kill_primary_machine()
+        outcome = "refused"
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await inserting
+            outcome = "acknowledged"
+    finally:
+        primary.terminate()
+    return outcome
+
+
+async def _rows_after_promotion(pair: pg_standby.StandbyPair) -> int:
+    pair.promote_standby()
+    return await _count(pair.dsn(pair.standby), "SELECT count(*) FROM acked")
+
+
+async def test_a_synchronous_standby_loses_no_acknowledged_commit() -> None:
+    with pg_standby.standby_pair(synchronous=True) as pair:
+        assert await _commit_while_the_standby_hears_nothing(pair) == "refused", (
+            "a commit returned before the standby had it")
+        assert await _rows_after_promotion(pair) == 0  # never acknowledged, so never relied on
+
+
+async def test_an_asynchronous_standby_loses_an_acknowledged_commit() -> None:
+    """Why the fixture (and a deployment) must be synchronous (docs/reliability.md): the
+    services ack a mark to the broker once its commit returns."""
+    with pg_standby.standby_pair(synchronous=False) as pair:
+        assert await _commit_while_the_standby_hears_nothing(pair) == "acknowledged"
+        assert await _rows_after_promotion(pair) == 0, "the acknowledged row survived"
