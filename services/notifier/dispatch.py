@@ -25,6 +25,7 @@ from typing import Any
 
 from servicekit.clock import Clock
 from sqlalchemy import Row
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -160,8 +161,10 @@ class Dispatcher:
             in_hand -= done
             total += len(done)
             for task in done:
-                if failure is None and task.exception() is not None:
-                    failure = task.exception()  # stop claiming; let the rest settle
+                # Every task's exception is taken (asyncio logs those never retrieved); the
+                # first stops the claiming, and the rest settle.
+                if (error := task.exception()) is not None and failure is None:
+                    failure = error
 
     async def _claim(self, limit: int) -> list[Row[Any]]:
         # A claim this old belongs to a process that died mid-send: the message may or may not
@@ -248,6 +251,12 @@ class Dispatcher:
             return Delivery(attempts - 1, error=last_error, started=started, refused=True)
         except ProviderError as failure:
             return Delivery(attempts, error=failure, started=started)
+        except (SQLAlchemyError, OSError):
+            # The database, not the provider (providers raise only ProviderError): the guard
+            # could not be asked, so this attempt sent nothing. Settled as failed, the row
+            # would move its family on for a text never tried (a primary lost mid-send);
+            # left claimed, it is sent again once the claim expires, looked up first.
+            raise
         except Exception as failure:
             log.exception("notifier.send.crashed notification_id=%s", message.notification_id)
             self._metrics.provider_errors.labels(message.channel, type(failure).__name__).inc()

@@ -35,6 +35,7 @@ from aio_pika.abc import (
     AbstractRobustQueue,
 )
 from aiormq.abc import DeliveredMessage
+from asyncpg.exceptions import TargetServerAttributeNotMatched
 from broker_messages.topology import DELIVERY_LIMIT
 from pamqp import commands as spec
 from pydantic import ValidationError
@@ -64,7 +65,12 @@ def describe_invalid(error: ValueError) -> str:
 def _is_infrastructure_error(error: BaseException) -> bool:
     if isinstance(error, OperationalError | OSError | ConnectionError | TimeoutError):
         return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    if not isinstance(error, DBAPIError):
+        return False
+    # Every server the URL names answered and none accepts writes: a standby not yet promoted
+    # (asyncpg's error, which SQLAlchemy passes on as an internal one).
+    return error.connection_invalidated or isinstance(
+        error.orig.__cause__ if error.orig else None, TargetServerAttributeNotMatched)
 
 
 async def _ack_all(messages: list[DeliveredMessage]) -> None:
