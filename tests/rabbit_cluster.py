@@ -6,11 +6,11 @@ its own (a HOME of its own), so the machine's shared broker and its CLI are neve
 Only epmd is shared: it is a name registry, and our node names are ours.
 
 The nodes run as whoever runs the tests and are started in parallel; the second and third
-join the first (`stop_app`, `join_cluster`, `start_app`), since classic peer discovery would
-make every node wait a random delay first.
+join the first (`stop_app`, `join_cluster`, `start_app`): with peer discovery, nodes that
+start together may each form a cluster of their own, or wait a random delay to avoid it.
 
 Partitions are healed with `autoheal`: when a node that was cut off comes back, the side with
-fewer nodes restarts and takes the others' state. `pause_minority` does not heal a node that
+the most client connections (then the most nodes) wins and the others restart and rejoin it. `pause_minority` does not heal a node that
 was frozen rather than cut off: it never saw itself in a minority, and after it resumes the
 cluster stays partitioned until someone restarts it (seen with SIGSTOP here).
 """
@@ -129,15 +129,15 @@ class RabbitCluster:
 
     # --- the CLI ------------------------------------------------------------------------------
 
-    def ctl(self, node: Node, *args: str, tool: str = "rabbitmqctl",
-            timeout: float = CTL_TIMEOUT) -> str:
+    def ctl(self, node: Node, *args: str) -> str:
+        """rabbitmqctl against `node`, with the cluster's cookie."""
         result = subprocess.run(
-            [str(self.scripts / tool), "-n", node.name, *args],
-            env=node.environment(self.home), capture_output=True, text=True, timeout=timeout,
-            check=False,
+            [str(self.scripts / "rabbitmqctl"), "-n", node.name, *args],
+            env=node.environment(self.home), capture_output=True, text=True,
+            timeout=CTL_TIMEOUT, check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} on {node.name} failed: "
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {node.name} failed: "
                                f"{result.stdout}{result.stderr}")
         return result.stdout
 
@@ -230,10 +230,9 @@ class RabbitCluster:
     def running(self) -> list[Node]:
         return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
 
-    def queue_placement(self, vhost: str, queue: str, via: Node | None = None) -> tuple[str, list[str]]:
+    def queue_placement(self, vhost: str, queue: str) -> tuple[str, list[str]]:
         """The node leading `queue` and the nodes holding a replica of it."""
-        ask = via or self.running()[0]
-        output = self.ctl(ask, "list_queues", "-p", vhost, "name", "leader", "members",
+        output = self.ctl(self.running()[0], "list_queues", "-p", vhost, "name", "leader", "members",
                           "--quiet", "--formatter", "json")
         for row in json.loads(output):
             if row["name"] == queue:

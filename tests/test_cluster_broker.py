@@ -9,8 +9,8 @@ the Twilio stub exactly once. The time without consumption and the recovery time
 and written to `cluster-figures.json` in pytest's base temporary directory.
 
 Why SIGSTOP for the partition: it cuts a node off from its peers and its clients alike, as a
-network partition does (open sockets, no answers), needs no privileges, and this machine has
-no iptables or nft to block ports with.
+network partition does (open sockets, no answers), and needs neither privileges nor a
+firewall tool (blocking ports takes iptables or nft and root, which test machines often lack).
 """
 
 from __future__ import annotations
