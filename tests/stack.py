@@ -93,6 +93,7 @@ class Stack:
                  database_url: str, twilio: TwilioStub, smtp: SmtpSink, workdir: Path,
                  start: dt.datetime = MONDAY_MORNING,
                  notifier_overrides: dict[str, Any] | None = None,
+                 triage_overrides: dict[str, Any] | None = None,
                  clock: FrozenClock | None = None) -> None:
         self.clock = clock or FrozenClock(start)
         self.broker = broker
@@ -101,8 +102,8 @@ class Stack:
         self.outbox_dir = workdir / "outbox"
         self.triage_settings = TriageSettings(
             amqp_url=amqp_url, database_url=database_url,
-            api_token=SecretStr(API_TOKEN), batch_size=50,
-            contact_signing_key=SecretStr(SIGNING_KEY),
+            **{"api_token": SecretStr(API_TOKEN), "batch_size": 50,
+               "contact_signing_key": SecretStr(SIGNING_KEY), **(triage_overrides or {})},
         )
         self.notifier_settings = NotifierSettings(
             database_url=database_url,

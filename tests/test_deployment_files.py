@@ -572,7 +572,7 @@ def test_make_run_installs_runtime_only_and_make_test_adds_the_dev_lock() -> Non
 
 def test_ci_runs_the_lint_gates_then_the_tests() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    assert ci.index("make lint") < ci.index("make test")
+    assert ci.index("make lint") < ci.index("make test\n") < ci.index("make test-cluster\n")
     lint = _make_dry_run("lint")
     for gate in ("ruff check services tests scripts bench", "mypy", "lint-imports"):
         assert gate in lint, gate

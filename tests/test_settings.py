@@ -15,6 +15,7 @@ import pytest
 from mis_sync.settings import MisSyncSettings
 from notifier.settings import NotifierSettings
 from pydantic import AnyHttpUrl, SecretStr, ValidationError
+from servicekit.broker import broker_addresses
 from staff.settings import StaffSettings
 from triage.settings import TriageSettings
 
@@ -207,3 +208,21 @@ def test_the_staff_url_must_be_a_web_address(bare_environment: pytest.MonkeyPatc
     bare_environment.setenv("NOTIFIER_STAFF_URL", "staff.example")
     with pytest.raises(ValidationError, match="staff_url"):
         NotifierSettings()
+
+
+def test_amqp_url_may_name_the_nodes_of_a_cluster(bare_environment: pytest.MonkeyPatch) -> None:
+    nodes = "amqp://u:p@rabbit-1:5672/v,amqps://u:p@rabbit-2:5671/v, amqp://u:p@rabbit-3/v"
+    bare_environment.setenv("AMQP_URL", nodes)
+    for cls in (TriageSettings, NotifierSettings, MisSyncSettings):
+        assert broker_addresses(cls().amqp_url) == [
+            "amqp://u:p@rabbit-1:5672/v", "amqps://u:p@rabbit-2:5671/v", "amqp://u:p@rabbit-3/v"]
+
+
+@pytest.mark.parametrize("value", ["http://rabbit-1:5672/", "amqp://u:p@rabbit-1/v,",
+                                   "amqp://u:p@rabbit-1/v,rabbit-2:5672", "amqp:///v"])
+def test_every_broker_address_must_be_an_amqp_url(bare_environment: pytest.MonkeyPatch,
+                                                  value: str) -> None:
+    bare_environment.setenv("AMQP_URL", value)
+    for cls in (TriageSettings, NotifierSettings, MisSyncSettings):
+        with pytest.raises(ValidationError, match="amqp:// or amqps://"):
+            cls()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
-from servicekit.settings import SETTINGS_CONFIG
+from servicekit.settings import SETTINGS_CONFIG, AmqpUrl
 
 # Wonde school ids are a letter and digits (`A1930499544`); URNs 6-8 digits (as the events).
 _SCHOOL_ENTRY = re.compile(r"^(?P<wonde>[A-Za-z0-9]{1,32}):(?P<urn>[0-9]{6,8})$")
@@ -62,7 +62,7 @@ class WondeSettings(BaseSettings):
 class MisSyncSettings(BaseSettings):
     model_config = SETTINGS_CONFIG | {"env_prefix": "MIS_SYNC_"}
 
-    amqp_url: str = Field("amqp://guest:guest@localhost:5672/", validation_alias="AMQP_URL")
+    amqp_url: AmqpUrl = Field("amqp://guest:guest@localhost:5672/", validation_alias="AMQP_URL")
     api_token: SecretStr | None = Field(None, validation_alias="API_TOKEN")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     clock_offset_seconds: float | None = Field(None, validation_alias="CLOCK_OFFSET_SECONDS")

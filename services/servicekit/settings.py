@@ -13,15 +13,25 @@ names kept because operators rely on them.
 from __future__ import annotations
 
 import ipaddress
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servicekit.broker import broker_addresses
 from servicekit.message_signing import MIN_KEY_LENGTH, SigningKey, signing_keys
 
 # Init arguments use the field names (`database_url=`), the environment the variable names.
 SETTINGS_CONFIG = SettingsConfigDict(env_file=".env", extra="ignore", validate_by_name=True)
+
+
+def _check_broker_addresses(value: str) -> str:
+    broker_addresses(value)
+    return value
+
+
+# `AMQP_URL`: one amqp:// or amqps:// URL, or several nodes of one cluster separated by commas.
+AmqpUrl = Annotated[str, AfterValidator(_check_broker_addresses)]
 
 
 class ServiceSettings(BaseSettings):
@@ -31,7 +41,7 @@ class ServiceSettings(BaseSettings):
     model_config = SETTINGS_CONFIG
 
     # One per deployment, the same variable for both services.
-    amqp_url: str = Field("amqp://guest:guest@localhost:5672/", validation_alias="AMQP_URL")
+    amqp_url: AmqpUrl = Field("amqp://guest:guest@localhost:5672/", validation_alias="AMQP_URL")
     api_token: SecretStr | None = Field(None, validation_alias="API_TOKEN")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     # Shift the service's clock by this many seconds: for rehearsing a school morning at any
