@@ -125,7 +125,7 @@ def test_the_nodes_find_each_other_through_the_classic_config_peer_list(
     peers = {value for key, value in conf.items()
              if key.startswith("cluster_formation.classic_config.nodes.")}
     assert peers == {f"rabbit@{cluster['services'][node]['hostname']}" for node in NODES}
-    assert conf["cluster_partition_handling"] == "pause_minority"
+    assert conf["cluster_partition_handling"] == "autoheal"
     assert conf["quorum_queue.continuous_membership_reconciliation.target_group_size"] == "3"
     for node in NODES:
         conf_d = {target: (ROOT / source).resolve()
