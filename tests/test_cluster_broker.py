@@ -23,7 +23,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +163,23 @@ async def recorded_event_ids(service: TriageService) -> set[str]:
 
 
 async def every_mark_recorded(service: TriageService, marks: list[dict[str, Any]],
-                              timeout: float = 60.0) -> None:
+                              timeout: float = 60.0, *, replicas: Sequence[TriageService] = ()
+                              ) -> None:
     """Wait, step by settled step, until triage has recorded every mark (a redelivered
-    duplicate also counts as settled, so the count alone does not say)."""
-    assert service.consumer is not None
+    duplicate also counts as settled, so the count alone does not say). With replicas, a
+    step is any replica settling a batch: the last marks may all go to one of them."""
+    consumers = [s.consumer for s in (service, *replicas)]
+    assert all(c is not None for c in consumers)
     wanted = {m["event_id"] for m in marks}
     async with asyncio.timeout(timeout):
         while not wanted <= await recorded_event_ids(service):
-            await service.consumer.wait_settled(service.consumer.settled + 1, timeout)
+            steps = [asyncio.ensure_future(c.wait_settled(c.settled + 1, timeout))
+                     for c in consumers if c is not None]
+            try:
+                await asyncio.wait(steps, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for step in steps:
+                    step.cancel()
 
 
 async def every_text_recorded_as_sent(service: NotifierService, expected: int) -> None:
@@ -297,7 +306,7 @@ async def test_two_replicas_of_each_service_on_the_cluster_text_what_one_would(
             stack.at(9, 15)
             await stack.publish(*morning.marks)
             replicas = [stack.triage.consumer, triage2.consumer]
-            await every_mark_recorded(stack.triage, morning.marks)
+            await every_mark_recorded(stack.triage, morning.marks, replicas=[triage2])
             assert all(c is not None and c.settled > 0 for c in replicas), "both replicas worked"
 
             stack.at(9, 30)
