@@ -3,7 +3,7 @@
 Writes the 15 heaviest functions (inclusive and own samples) to bench/profile-triage.txt.
 `python -m bench.profile --deployed [--sqlite]`: py-spy over both services during the
 as-deployed morning (bench.as_deployed, full size), one summary per service in
-bench/profile-deployed.txt. Needs py-spy (a dev dependency) and permission to ptrace the
+bench/profile-deployed-postgresql.txt (or -sqlite.txt). Needs py-spy (a dev dependency) and permission to ptrace the
 children it starts."""
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from bench.infra import Databases, fresh_vhost
 from tests.fakes.twilio_stub import TwilioStub
 
 OUTPUT = Path(__file__).with_name("profile-triage.txt")
-DEPLOYED_OUTPUT = Path(__file__).with_name("profile-deployed.txt")
 OURS = ("triage/", "servicekit/", "broker_messages/", "notifier/")
 
 
@@ -115,8 +114,9 @@ async def profile_deployed(database: str) -> None:
     summaries += [summarise(workdir / f"{service}.raw", run.seconds, run.marks,
                             f"`python -m {service}` on {database}")
                   for service in ("triage", "notifier")]
-    DEPLOYED_OUTPUT.write_text("\n".join(summaries))
-    print(DEPLOYED_OUTPUT.read_text())
+    output = Path(__file__).with_name(f"profile-deployed-{database.lower()}.txt")
+    output.write_text("\n".join(summaries))
+    print(output.read_text())
     shutil.rmtree(workdir, ignore_errors=True)
 
 
