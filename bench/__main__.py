@@ -6,7 +6,9 @@ the morning hand-off to the provider (with the SMS check) -> end-to-end latency 
 rate -> notifier send rate -> naive sequential baseline -> the services as processes: peak
 memory at 1/10, 1x (and 10x) and two triage replicas -> the staff pages (bench.staff_pages,
 reported in a section of its own; `--only staff` runs just that) -> the same morning synced
-through Wonde by mis_sync (bench.wonde_sync, its own section; `--only wonde`)."""
+through Wonde by mis_sync (bench.wonde_sync, its own section; `--only wonde`) -> a morning as
+deployed, marks in to texts out with both services as processes (bench.as_deployed, its own
+section; `--only deployed`)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from servicekit.clock import FrozenClock
 from servicekit.database import make_engine
 from triage.settings import TriageSettings
 
-from bench import delivery, processes, rosters, staff_pages, wonde_sync
+from bench import as_deployed, delivery, processes, rosters, staff_pages, wonde_sync
 from bench.generator import LONDON, Authority, encode, expected_first_day_sms, generate
 from bench.infra import Databases, fresh_vhost, machine
 from bench.report import Report
@@ -290,6 +292,13 @@ async def wonde(mode: str, report: Report, workdir: Path) -> None:
             await databases.drop_all()
 
 
+async def deployed(mode: str, report: Report, workdir: Path) -> None:
+    """A morning through both services as processes, on SQLite and PostgreSQL, on a vhost of
+    its own."""
+    with fresh_vhost() as amqp_url:
+        await as_deployed.run(mode, report, amqp_url, workdir)
+
+
 async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: bool) -> None:
     if "morning" in reports:
         await run(mode, reports["morning"], workdir, with_10x)
@@ -297,13 +306,15 @@ async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: 
         await staff(mode, reports["staff"], workdir)
     if "wonde" in reports:
         await wonde(mode, reports["wonde"], workdir)
+    if "deployed" in reports:
+        await deployed(mode, reports["deployed"], workdir)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="~1/20 size, under 2 minutes")
     parser.add_argument("--no-10x", action="store_true", help="skip the 10x memory run")
-    parser.add_argument("--only", choices=["staff", "wonde"],
+    parser.add_argument("--only", choices=["staff", "wonde", "deployed"],
                         help="run one entry alone (its section of results.md only)")
     args = parser.parse_args()
     # Services' warnings (e.g. a dead-lettered request) on stderr, not their info chatter.
@@ -320,7 +331,13 @@ def main() -> None:
     wonde_report = Report(mode=mode, command=command, started=started_at, machine=machine(),
                           size=f"{schools} schools, {pupils:,} pupils", entry="Wonde sync",
                           ratio_to="bare consume-and-ack of the same events")
-    everything = {"morning": report, "staff": staff_report, "wonde": wonde_report}
+    deployed_schools, deployed_pupils = as_deployed.SIZES[mode]
+    deployed_report = Report(mode=mode, command=command, started=started_at, machine=machine(),
+                             size=f"{deployed_schools} schools, {deployed_pupils:,} pupils",
+                             entry="as deployed",
+                             ratio_to="bare consume-and-ack of the same marks")
+    everything = {"morning": report, "staff": staff_report, "wonde": wonde_report,
+                  "deployed": deployed_report}
     chosen = {args.only: everything[args.only]} if args.only else everything
     reports = list(chosen.values())
     workdir = Path(tempfile.mkdtemp(prefix="absence-bench-"))

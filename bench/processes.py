@@ -32,7 +32,7 @@ class ProcessRun:
         return self.count / self.seconds
 
 
-def _spawn(module: str, env: dict[str, str], workdir: Path, tag: str,
+def spawn(module: str, env: dict[str, str], workdir: Path, tag: str,
            wrapper: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     # cwd is a scratch directory so no developer `.env` or `var/` is picked up (docs/contract.md §1:
     # the services run from any working directory).
@@ -41,7 +41,7 @@ def _spawn(module: str, env: dict[str, str], workdir: Path, tag: str,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def _stop(processes: list[subprocess.Popen[bytes]], interrupt: bool = False) -> None:
+def stop(processes: list[subprocess.Popen[bytes]], interrupt: bool = False) -> None:
     # py-spy writes its profile when interrupted (and stops the child with it).
     for process in processes:
         process.send_signal(signal.SIGINT) if interrupt else process.terminate()
@@ -53,7 +53,7 @@ def _stop(processes: list[subprocess.Popen[bytes]], interrupt: bool = False) -> 
             process.wait()
 
 
-def _base_env(amqp_url: str) -> dict[str, str]:
+def base_env(amqp_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TRIAGE_", "NOTIFIER_", "TWILIO_", "SMTP_"))}
     env.update(AMQP_URL=amqp_url, API_TOKEN="bench-token-of-sufficient-length",
@@ -61,7 +61,7 @@ def _base_env(amqp_url: str) -> dict[str, str]:
     return env
 
 
-def _alive(processes: list[subprocess.Popen[bytes]], workdir: Path) -> None:
+def alive(processes: list[subprocess.Popen[bytes]], workdir: Path) -> None:
     for process in processes:
         if process.poll() is not None:
             logs = "\n".join(p.read_text()[-2000:] for p in workdir.glob("*.log"))
@@ -79,13 +79,13 @@ async def triage_processes(amqp_url: str, databases: Databases, database: str,
     processes = []
     try:
         for replica in range(replicas):
-            env = _base_env(amqp_url) | {"TRIAGE_DATABASE_URL": databases.url(database),
+            env = base_env(amqp_url) | {"TRIAGE_DATABASE_URL": databases.url(database),
                                          "TRIAGE_PORT": str(free_port())}
-            processes.append(_spawn("triage", env, workdir, f"triage-{replica}", wrapper))
+            processes.append(spawn("triage", env, workdir, f"triage-{replica}", wrapper))
         started = None
         deadline = time.monotonic() + max(180.0, len(bodies) / 50)
         while time.monotonic() < deadline:
-            _alive(processes, workdir)
+            alive(processes, workdir)
             if started is None and (await queue_state(connection, topology.TRIAGE_QUEUE))[1]:
                 started = time.perf_counter()
             if started is not None and await db.fetchval(
@@ -99,7 +99,7 @@ async def triage_processes(amqp_url: str, databases: Databases, database: str,
         peaks = [] if wrapper else [peak_rss_mb(p.pid) for p in processes]
         return ProcessRun(len(bodies), seconds, peaks)
     finally:
-        _stop(processes, interrupt=bool(wrapper))
+        stop(processes, interrupt=bool(wrapper))
         await db.close()
         await connection.close()
 
@@ -120,7 +120,7 @@ async def notifier_process(amqp_url: str, databases: Databases, stub: TwilioStub
     finally:
         await connection.close()
     database = await databases.create()
-    env = _base_env(amqp_url) | {
+    env = base_env(amqp_url) | {
         "NOTIFIER_DATABASE_URL": databases.url(database), "NOTIFIER_PORT": str(free_port()),
         "TWILIO_ACCOUNT_SID": stub.account_sid, "TWILIO_AUTH_TOKEN": stub.auth_token,
         "TWILIO_FROM": SENDER, "TWILIO_API_BASE": stub.base_url,
@@ -130,15 +130,15 @@ async def notifier_process(amqp_url: str, databases: Databases, stub: TwilioStub
         RATE_LIMIT_SETTING: str(UNLIMITED),
     }
     started = time.perf_counter()
-    process = _spawn("notifier", env, workdir, "notifier")
+    process = spawn("notifier", env, workdir, "notifier")
     try:
         deadline = time.monotonic() + max(180.0, len(requests) / 20)
         while len(stub.messages) < len(requests):
-            _alive([process], workdir)
+            alive([process], workdir)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"notifier sent {len(stub.messages)} of {len(requests)} SMS")
             await asyncio.sleep(0.1)
         seconds = time.perf_counter() - started
         return ProcessRun(len(requests), seconds, [peak_rss_mb(process.pid)])
     finally:
-        _stop([process])
+        stop([process])

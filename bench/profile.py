@@ -1,10 +1,14 @@
 """`python -m bench.profile`: py-spy over `python -m triage` on PostgreSQL at quick size.
 
 Writes the 15 heaviest functions (inclusive and own samples) to bench/profile-triage.txt.
-Needs py-spy (a dev dependency) and permission to ptrace the child it starts."""
+`python -m bench.profile --deployed [--sqlite]`: py-spy over both services during the
+as-deployed morning (bench.as_deployed, full size), one summary per service in
+bench/profile-deployed-postgresql.txt (or -sqlite.txt). Needs py-spy (a dev dependency) and permission to ptrace the
+children it starts."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import shutil
@@ -13,13 +17,14 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench import processes, rosters
+from bench import as_deployed, processes, rosters
 from bench.__main__ import SIZES, _authority
 from bench.generator import LONDON, encode
 from bench.infra import Databases, fresh_vhost
+from tests.fakes.twilio_stub import TwilioStub
 
 OUTPUT = Path(__file__).with_name("profile-triage.txt")
-OURS = ("triage/", "servicekit/", "broker_messages/")
+OURS = ("triage/", "servicekit/", "broker_messages/", "notifier/")
 
 
 def _short(frame: str) -> str:
@@ -29,7 +34,8 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})" if where else name
 
 
-def summarise(raw: Path, seconds: float, count: int) -> str:
+def summarise(raw: Path, seconds: float, count: int,
+              what: str = "`python -m triage` on PostgreSQL") -> str:
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
@@ -44,7 +50,7 @@ def summarise(raw: Path, seconds: float, count: int) -> str:
     # Our own code first: that is what the lead can change; library frames follow below.
     ours = [(f, n) for f, n in inclusive.most_common() if f.split(" (")[0] not in ("<module>", "main", "serve")
             and any(p in f for p in OURS)]
-    lines = [(f"py-spy, `python -m triage` on PostgreSQL, {count:,} events in {seconds:.1f} s "
+    lines = [(f"py-spy, {what}, {count:,} events in {seconds:.1f} s "
               f"({count / seconds:,.0f}/s); {total:,} non-idle samples"),
              "", "top 15 of our functions by inclusive samples (function (package/file:line)):"]
     lines += [f"{100 * n / total:5.1f}%  {f}" for f, n in ours[:15]]
@@ -53,11 +59,16 @@ def summarise(raw: Path, seconds: float, count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def profile() -> None:
+def _py_spy() -> str:
     beside = Path(sys.executable).with_name("py-spy")
     spy = str(beside) if beside.exists() else shutil.which("py-spy")
     if spy is None:
         raise SystemExit("py-spy not installed: .venv/bin/pip install py-spy")
+    return spy
+
+
+async def profile() -> None:
+    spy = _py_spy()
     workdir = Path(tempfile.mkdtemp(prefix="absence-profile-"))
     raw = workdir / "triage.raw"
     now = dt.datetime.now(dt.UTC)
@@ -80,5 +91,46 @@ async def profile() -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def profile_deployed(database: str) -> None:
+    """Both services under py-spy through one as-deployed morning (full size)."""
+    spy = _py_spy()
+    workdir = Path(tempfile.mkdtemp(prefix="absence-profile-"))
+    morning_of = as_deployed.authority("full")
+    with fresh_vhost() as amqp_url:
+        databases = Databases()
+        try:
+            async with TwilioStub() as stub:
+                urls, notifier_url = (
+                    await as_deployed.sqlite_urls(workdir, morning_of) if database == "SQLite"
+                    else await as_deployed.postgres_urls(databases, morning_of))
+                run = await as_deployed.morning(amqp_url, stub, workdir, urls, notifier_url,
+                                                morning_of, spy=spy)
+        finally:
+            await databases.drop_all()
+    verdict = "OK" if run.check.ok and not run.dead else "FAILED"
+    summaries = [(f"as deployed on {database}: {run.sms:,} SMS, last at the provider "
+                  f"{run.seconds:.1f} s after the first mark was published; checks {verdict}"),
+                 ""]
+    summaries += [summarise(workdir / f"{service}.raw", run.seconds, run.marks,
+                            f"`python -m {service}` on {database}")
+                  for service in ("triage", "notifier")]
+    output = Path(__file__).with_name(f"profile-deployed-{database.lower()}.txt")
+    output.write_text("\n".join(summaries))
+    print(output.read_text())
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--deployed", action="store_true",
+                        help="both services through the as-deployed morning")
+    parser.add_argument("--sqlite", action="store_true", help="with --deployed: on SQLite")
+    args = parser.parse_args()
+    if args.deployed:
+        asyncio.run(profile_deployed("SQLite" if args.sqlite else "PostgreSQL"))
+    else:
+        asyncio.run(profile())
+
+
 if __name__ == "__main__":
-    asyncio.run(profile())
+    main()

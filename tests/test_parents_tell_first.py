@@ -93,6 +93,28 @@ async def test_a_parent_who_texts_first_is_shown_to_the_school_and_not_chased(
                for d in timeline["decisions"])
 
 
+async def test_a_report_spares_only_its_own_family_when_their_contacts_fall_due_together(
+        stack: Stack) -> None:
+    """The scheduler reads a batch's replies and day codes once for all its actions: Tom's
+    parent's text must cancel Tom's contact, and only his, when Ada's falls due beside it."""
+    await stack.put_school(school([
+        pupil("P1", "Tom", contacts=[contact(1, phone=TOM_PARENT, email=None)]),
+        pupil("P2", "Ada", contacts=[contact(1, phone="+447700900003", email=None)]),
+    ]))
+    stack.at(7, 45)
+    assert (await stack.inbound_sms(TOM_PARENT, REPORT)).status_code == 200
+    await stack.notifier_events_processed(1)
+    stack.at(8, 50)
+    await stack.publish(mark("P1", "N"), mark("P2", "N"))
+    await stack.processed()
+    stack.at(9, 30)
+    await stack.run_due()
+    assert (await _first_day_action(stack, "P1"))[0] == "cancelled"
+    assert (await _first_day_action(stack, "P2"))[0] == "requested"
+    [text] = await stack.twilio.wait_for_messages(1)
+    assert text["to"] == "+447700900003" and "Ada" in text["body"]
+
+
 async def test_a_dismissed_report_lets_the_first_day_text_go_at_the_next_send_time(
         stack: Stack) -> None:
     pending = await _report_then_register(stack)

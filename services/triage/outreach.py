@@ -5,6 +5,8 @@ then runs the rule's pure planner; the scheduler performs what it returns."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from servicekit.clock import at_local_time
@@ -26,6 +28,49 @@ from triage.schools import SchoolContext
 _EPISODE_LOOKBACK_DAYS = 10
 
 
+@dataclass(frozen=True)
+class BatchFacts:
+    """The facts most due actions need, read once for a scheduler batch: a morning's batch is
+    hundreds of first-day contacts, and reading each one's day codes and replies in queries of
+    its own took most of the scheduler's time (`python -m bench.profile --deployed`). Read in
+    the batch's transaction, so they are the facts the actions are settled on, as before."""
+
+    # school -> pupil -> day -> session -> code, for the batch's pupils on its due dates
+    marks: dict[str, history.PupilMarks] = field(default_factory=dict)
+    # (school, pupil) -> when each reply about the pupil arrived, since the earliest episode
+    replies: dict[history.PupilKey, list[dt.datetime]] = field(default_factory=dict)
+
+    def codes(self, due: DueAction) -> dict[str, str]:
+        return dict(self.marks.get(due.school_urn, {}).get(due.pupil_id, {}).get(due.date, {}))
+
+    def replied(self, due: DueAction, since: dt.datetime) -> bool:
+        return any(at >= since for at in self.replies.get((due.school_urn, due.pupil_id), []))
+
+
+async def batch_facts(conn: AsyncConnection, actions: Iterable[Row[Any]]) -> BatchFacts:
+    """`BatchFacts` for the actions whose rules need day codes or replies: one query each."""
+    by_need: dict[Need, list[Row[Any]]] = {Need.DAY_CODES: [], Need.REPLY: []}
+    for action in actions:
+        rule = rule_named(action.rule)
+        for need, wanting in by_need.items():
+            if rule is not None and need in rule.needs:
+                wanting.append(action)
+    marks: dict[str, history.PupilMarks] = {}
+    if wanting_codes := by_need[Need.DAY_CODES]:
+        marks = await history.marks_between_many(
+            conn, {(a.school_urn, a.pupil_id) for a in wanting_codes},
+            min(a.date for a in wanting_codes), max(a.date for a in wanting_codes))
+    found: dict[history.PupilKey, list[dt.datetime]] = {}
+    if wanting_replies := by_need[Need.REPLY]:
+        rows = await conn.execute(
+            history.pupil_rows(conn.dialect.name, replies,
+                               ("school_urn", "pupil_id", "received_at")),
+            history.pupil_keys(conn, {(a.school_urn, a.pupil_id) for a in wanting_replies}))
+        for urn, pupil_id, received_at in rows.all():
+            found.setdefault((urn, pupil_id), []).append(received_at)
+    return BatchFacts(marks=marks, replies=found)
+
+
 def due_action(action: Row[Any]) -> DueAction:
     return DueAction(rule=action.rule, dedup_key=action.dedup_key, school_urn=action.school_urn,
                      pupil_id=action.pupil_id, date=action.date,
@@ -33,18 +78,20 @@ def due_action(action: Row[Any]) -> DueAction:
 
 
 async def plan(conn: AsyncConnection, due: DueAction, context: SchoolContext, pupil: Pupil,
-               on_roll: bool, now: dt.datetime) -> Outreach:
+               on_roll: bool, now: dt.datetime, batch: BatchFacts | None = None) -> Outreach:
+    """`batch`: the day codes and replies already read for the action's batch (`batch_facts`);
+    without it they are read for this action alone."""
     rule = rule_named(due.rule)
     if rule is None or rule.plan is None:
         return Outreach(cancel=f"no rule {due.rule!r} plans scheduled actions")
     if not on_roll and not rule.acts_off_roll:
         return Outreach(cancel="pupil is no longer on roll")
-    facts = await _load(conn, rule.needs, due, context, now)
+    facts = await _load(conn, rule.needs, due, context, now, batch)
     return rule.plan(due, facts, context, pupil, now)
 
 
 async def _load(conn: AsyncConnection, needs: frozenset[Need], due: DueAction,
-                context: SchoolContext, now: dt.datetime) -> DueFacts:
+                context: SchoolContext, now: dt.datetime, batch: BatchFacts | None) -> DueFacts:
     codes: dict[str, str] = {}
     pupil_marks: dict[dt.date, dict[str, str]] = {}
     episode = None
@@ -54,9 +101,9 @@ async def _load(conn: AsyncConnection, needs: frozenset[Need], due: DueAction,
     requested, visit_planned = 0, False
     year_outreach = YearOutreach()
     if Need.DAY_CODES in needs:
-        found = await history.marks_between(conn, context.urn, [due.pupil_id], due.date,
-                                            due.date)
-        codes = dict(found.get(due.pupil_id, {}).get(due.date, {}))
+        read = batch if batch is not None else BatchFacts(marks={context.urn: (
+            await history.marks_between(conn, context.urn, [due.pupil_id], due.date, due.date))})
+        codes = read.codes(due)
     if Need.EPISODE in needs:
         start = due.episode_start or due.date
         since = context.calendar.school_days_back(start, _EPISODE_LOOKBACK_DAYS)
@@ -65,8 +112,9 @@ async def _load(conn: AsyncConnection, needs: frozenset[Need], due: DueAction,
         episode = episode_containing(start, pupil_marks, context.calendar, since)
     if Need.REPLY in needs:
         start = due.episode_start or due.date
-        replied = await history.replied_since(conn, context.urn, due.pupil_id,
-                                              at_local_time(start, dt.time(0), context.tz))
+        since = at_local_time(start, dt.time(0), context.tz)
+        replied = (batch.replied(due, since) if batch is not None
+                   else await history.replied_since(conn, context.urn, due.pupil_id, since))
     if Need.YEAR_COUNTS in needs:
         year = school_year_start(due.date)
         year_counts = (await counters.load(conn, [(context.urn, due.pupil_id, year)])

@@ -134,10 +134,11 @@ class Scheduler:
             records = {key: (contexts[key[0]].pupil(record), on_roll)
                        for key, (record, on_roll) in (await history.roster_records_many(
                            conn, {(a.school_urn, a.pupil_id) for a in actions})).items()}
+            batch = await outreach.batch_facts(conn, actions)
             family_parts: list[_FamilyPart] = []
             for action in actions:
-                requested += await self._settle(conn, action, contexts, records, family_parts,
-                                                now)
+                requested += await self._settle(conn, action, contexts, records, batch,
+                                                family_parts, now)
             requested += await self._send_family(conn, family_parts, now)
         return len(actions), requested
 
@@ -155,7 +156,8 @@ class Scheduler:
     async def _settle(self, conn: AsyncConnection, action: Row[Any],
                       contexts: dict[str, SchoolContext],
                       records: dict[tuple[str, str], tuple[Pupil, bool]],
-                      family_parts: list[_FamilyPart], now: dt.datetime) -> int:
+                      batch: outreach.BatchFacts, family_parts: list[_FamilyPart],
+                      now: dt.datetime) -> int:
         context = contexts.get(action.school_urn)
         found = records.get((action.school_urn, action.pupil_id))
         rule = rule_named(action.rule)
@@ -164,7 +166,7 @@ class Scheduler:
                                       "school or pupil no longer known", now)
         record, on_roll = found
         plan = await outreach.plan(conn, outreach.due_action(action), context, record, on_roll,
-                                   now)
+                                   now, batch)
         if plan.cancel:
             return await self._finish(conn, action, ActionStatus.CANCELLED, plan.cancel, now)
         for task in plan.tasks:
