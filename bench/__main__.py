@@ -26,7 +26,7 @@ from servicekit.clock import FrozenClock
 from servicekit.database import make_engine
 from triage.settings import TriageSettings
 
-from bench import as_deployed, delivery, processes, rosters, staff_pages, wonde_sync
+from bench import as_deployed, delivery, notifier_rates, processes, rosters, staff_pages, wonde_sync
 from bench.generator import LONDON, Authority, encode, expected_first_day_sms, generate
 from bench.infra import Databases, fresh_vhost, machine
 from bench.report import Report
@@ -168,33 +168,8 @@ async def _in_process(mode: str, report: Report, workdir: Path, amqp_url: str,
                   latency.p99 < 1.0)
     report.check("latency run (no amendments): " + latency.check.summary(), latency.check.ok)
 
-    requests = delivery.contact_requests(authority, expected, REGISTERS_CLOSED)
-    limits: tuple[float | None, ...] = (10, 100, None)
-    report.notes.append(f"Notifier rate limit: setting `{delivery.RATE_LIMIT_SETTING}`; "
-                        f"'unlimited' = {delivery.UNLIMITED:,.0f}/s, also used for the hand-off "
-                        "and latency runs.")
-    for limit in limits:
-        batch = requests if limit is None else requests[: int(limit * RATE_WINDOW_SECONDS)]
-        rate, problems, arrivals = await delivery.notifier_rate(
-            amqp_url, databases.url(await databases.create()), stub,
-            FrozenClock(REGISTERS_CLOSED), workdir, batch, limit)
-        label = "unlimited" if limit is None else f"limit {limit:.0f}/s"
-        steady, busiest = delivery.steady_rate(arrivals), delivery.busiest_second(arrivals)
-        report.figure(f"notifier send rate, {label}", f"{rate.per_second:,.0f} SMS/s",
-                      note=f"{rate.count:,} requests pre-published; start() -> last SMS at stub; "
-                           f"first -> last SMS {steady:,.1f}/s; busiest second {busiest}")
-        report.check(f"notifier {label}: every request texted once"
-                     + (f" ({'; '.join(problems)})" if problems else ""), not problems)
-        if limit is not None:
-            # One SMS of slack on the ceiling: grants are spaced exactly, arrivals jitter.
-            report.target(f"notifier at {limit:.0f}/s: reaches the limit (first -> last SMS "
-                          f">= 95%) and never exceeds it (busiest second <= limit + 1)",
-                          f"{steady:,.1f}/s, busiest second {busiest}",
-                          steady >= 0.95 * limit and busiest <= limit + 1)
-    sample = [(m["to"], m["body"]) for m in stub.messages][:1000]
-    naive = await delivery.naive_sequential(stub, sample)
-    report.figure("naive baseline: twilio client, sequential loop", f"{naive.per_second:,.0f} SMS/s",
-                  note=f"{naive.count:,} of the same SMS, sync Client, one request at a time")
+    await notifier_rates.run(report, amqp_url, databases, stub, authority, expected,
+                             FrozenClock(REGISTERS_CLOSED), workdir, RATE_WINDOW_SECONDS, SEED)
 
 
 async def _as_processes(mode: str, report: Report, workdir: Path, amqp_url: str,
@@ -299,9 +274,26 @@ async def deployed(mode: str, report: Report, workdir: Path) -> None:
         await as_deployed.run(mode, report, amqp_url, workdir)
 
 
+async def notifier(mode: str, report: Report, workdir: Path) -> None:
+    """The notifier's send rates alone (bench.notifier_rates), on a vhost of their own."""
+    authority = _authority(mode, 1, MONDAY, REGISTERS_CLOSED - dt.timedelta(minutes=45))
+    with fresh_vhost() as amqp_url:
+        databases = Databases()
+        try:
+            async with TwilioStub() as stub:
+                await notifier_rates.run(report, amqp_url, databases, stub, authority,
+                                         expected_first_day_sms(authority),
+                                         FrozenClock(REGISTERS_CLOSED), workdir,
+                                         RATE_WINDOW_SECONDS, SEED)
+        finally:
+            await databases.drop_all()
+
+
 async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: bool) -> None:
     if "morning" in reports:
         await run(mode, reports["morning"], workdir, with_10x)
+    if "notifier" in reports:
+        await notifier(mode, reports["notifier"], workdir)
     if "staff" in reports:
         await staff(mode, reports["staff"], workdir)
     if "wonde" in reports:
@@ -314,7 +306,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="~1/20 size, under 2 minutes")
     parser.add_argument("--no-10x", action="store_true", help="skip the 10x memory run")
-    parser.add_argument("--only", choices=["staff", "wonde", "deployed"],
+    parser.add_argument("--only", choices=["staff", "wonde", "deployed", "notifier"],
                         help="run one entry alone (its section of results.md only)")
     args = parser.parse_args()
     # Services' warnings (e.g. a dead-lettered request) on stderr, not their info chatter.
@@ -338,7 +330,12 @@ def main() -> None:
                              ratio_to="bare consume-and-ack of the same marks")
     everything = {"morning": report, "staff": staff_report, "wonde": wonde_report,
                   "deployed": deployed_report}
-    chosen = {args.only: everything[args.only]} if args.only else everything
+    # The notifier's rates are part of the morning; `--only notifier` runs them alone.
+    alone = {"notifier": Report(mode=mode, command=command, started=started_at,
+                                machine=machine(), size=f"{schools} schools, {pupils:,} pupils",
+                                entry="notifier send rates",
+                                ratio_to="the naive sequential loop")}
+    chosen = ({args.only: (everything | alone)[args.only]} if args.only else everything)
     reports = list(chosen.values())
     workdir = Path(tempfile.mkdtemp(prefix="absence-bench-"))
     started = time.perf_counter()

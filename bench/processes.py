@@ -104,11 +104,7 @@ async def triage_processes(amqp_url: str, databases: Databases, database: str,
         await connection.close()
 
 
-async def notifier_process(amqp_url: str, databases: Databases, stub: TwilioStub,
-                           requests: list[bytes], workdir: Path) -> ProcessRun:
-    """Pre-publish contact requests, start `python -m notifier` against the Twilio stub, time
-    it to the last SMS at the provider."""
-    stub.reset()
+async def _publish_requests(amqp_url: str, requests: list[bytes]) -> None:
     connection = await aio_pika.connect_robust(amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
@@ -119,26 +115,62 @@ async def notifier_process(amqp_url: str, databases: Databases, stub: TwilioStub
         await publish(exchange, topology.CONTACT_REQUEST_ROUTING_KEY, requests, signed=True)
     finally:
         await connection.close()
-    database = await databases.create()
-    env = base_env(amqp_url) | {
-        "NOTIFIER_DATABASE_URL": databases.url(database), "NOTIFIER_PORT": str(free_port()),
+
+
+def _notifier_env(amqp_url: str, database_url: str, stub: TwilioStub, workdir: Path,
+                  limit: float) -> dict[str, str]:
+    return base_env(amqp_url) | {
+        "NOTIFIER_DATABASE_URL": database_url, "NOTIFIER_PORT": str(free_port()),
         "TWILIO_ACCOUNT_SID": stub.account_sid, "TWILIO_AUTH_TOKEN": stub.auth_token,
         "TWILIO_FROM": SENDER, "TWILIO_API_BASE": stub.base_url,
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "OUTBOX_DIR": str(workdir / "outbox"),
-        "NOTIFIER_DISPATCH_POLL_SECONDS": "0.05",
-        # Raised out of the way: this run measures memory, not the limit.
-        RATE_LIMIT_SETTING: str(UNLIMITED),
+        "NOTIFIER_DISPATCH_POLL_SECONDS": "0.05", RATE_LIMIT_SETTING: str(limit),
     }
+
+
+async def _wait_for_stub(stub: TwilioStub, count: int, processes: list[subprocess.Popen[bytes]],
+                         workdir: Path) -> None:
+    deadline = time.monotonic() + max(180.0, count / 20)
+    while len(stub.messages) < count:
+        alive(processes, workdir)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"notifiers sent {len(stub.messages)} of {count} SMS")
+        await asyncio.sleep(0.1)
+
+
+async def notifier_process(amqp_url: str, databases: Databases, stub: TwilioStub,
+                           requests: list[bytes], workdir: Path) -> ProcessRun:
+    """Pre-publish contact requests, start `python -m notifier` against the Twilio stub, time
+    it to the last SMS at the provider."""
+    stub.reset()
+    await _publish_requests(amqp_url, requests)
+    database = await databases.create()
+    # The limit raised out of the way: this run measures memory, not the limit.
+    env = _notifier_env(amqp_url, databases.url(database), stub, workdir, UNLIMITED)
     started = time.perf_counter()
     process = spawn("notifier", env, workdir, "notifier")
     try:
-        deadline = time.monotonic() + max(180.0, len(requests) / 20)
-        while len(stub.messages) < len(requests):
-            alive([process], workdir)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"notifier sent {len(stub.messages)} of {len(requests)} SMS")
-            await asyncio.sleep(0.1)
+        await _wait_for_stub(stub, len(requests), [process], workdir)
         seconds = time.perf_counter() - started
         return ProcessRun(len(requests), seconds, [peak_rss_mb(process.pid)])
     finally:
         stop([process])
+
+
+async def notifier_replicas(amqp_url: str, databases: Databases, stub: TwilioStub,
+                            requests: list[bytes], replicas: int, limit: float,
+                            workdir: Path) -> list[float]:
+    """Pre-publish contact requests, start `replicas` `python -m notifier` processes on one
+    PostgreSQL database with an SMS limit of `limit`/s, and return when each SMS reached the
+    stub (after half a second more, to catch over-sending)."""
+    stub.reset()
+    await _publish_requests(amqp_url, requests)
+    url = databases.url(await databases.create())
+    processes = [spawn("notifier", _notifier_env(amqp_url, url, stub, workdir, limit), workdir,
+                        f"notifier-{replica}") for replica in range(replicas)]
+    try:
+        await _wait_for_stub(stub, len(requests), processes, workdir)
+        await asyncio.sleep(0.5)
+    finally:
+        stop(processes)
+    return sorted(stub.arrivals[m["sid"]] for m in stub.messages)

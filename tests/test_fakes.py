@@ -9,6 +9,7 @@ wrong reason. The twilio client here is built exactly as the app must build it:
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
@@ -142,6 +143,32 @@ async def test_delayed_request_abandoned_by_client_is_still_sent() -> None:
                 await twilio.messages.create_async(to=PARENT, from_=SCHOOL, body="x")
         assert stub.messages == []
         assert (await stub.wait_for_messages(1))[0]["to"] == PARENT
+
+
+async def test_latency_holds_each_answer_a_seeded_time_after_the_message_is_recorded() -> None:
+    async with TwilioStub(latency=0.2, jitter=0.05, seed=7) as stub:
+        http = AsyncTwilioHttpClient()
+        twilio = Client(stub.account_sid, stub.auth_token, http_client=http)
+        twilio.api.base_url = stub.base_url
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            answers = [asyncio.ensure_future(twilio.messages.create_async(
+                to=f"+44770090{n:04d}", from_=SCHOOL, body="x")) for n in range(3)]
+            # Recorded on arrival, answered later: a sender counts what reaches Twilio.
+            await stub.wait_for_messages(3)
+            assert not any(answer.done() for answer in answers)
+            sids = {answer.sid for answer in await asyncio.gather(*answers)}
+            held = loop.time() - started
+        finally:
+            await http.close()
+    assert set(stub.answer_delays) == sids
+    assert all(0.15 <= delay <= 0.25 for delay in stub.answer_delays.values())
+    assert held >= min(stub.answer_delays.values())
+    # The same seed draws the same delays (the benchmark's runs are repeatable).
+    again = random.Random(7)
+    assert list(stub.answer_delays.values()) == [
+        again.uniform(0.2 - 0.05, 0.2 + 0.05) for _ in range(3)]
 
 
 async def test_wait_times_out_with_assertion() -> None:

@@ -84,6 +84,7 @@ VARIABLES: list[tuple[str, str, type[Any], str, object]] = [
     ("NOTIFIER_RETRY_MAX_SECONDS", "12", NotifierSettings, "retry_max_seconds", 12.0),
     ("NOTIFIER_PROVIDER_TIMEOUT", "3.5", NotifierSettings, "provider_timeout_seconds", 3.5),
     ("NOTIFIER_DISPATCH_POLL_SECONDS", "0.2", NotifierSettings, "dispatch_poll_seconds", 0.2),
+    ("NOTIFIER_SEND_CONCURRENCY", "32", NotifierSettings, "send_concurrency", 32),
     ("NOTIFIER_DELIVERY_RECEIPT_WAIT_SECONDS", "60", NotifierSettings,
      "delivery_receipt_wait_seconds", 60.0),
     ("NOTIFIER_SMS_PER_SECOND", "25", NotifierSettings, "sms_per_second", 25.0),

@@ -46,7 +46,7 @@ from notifier.providers import Provider
 from notifier.providers.outbox import OutboxFile
 from notifier.providers.smtp import SmtpEmail
 from notifier.providers.twilio import TwilioClient, TwilioSms, TwilioVoice
-from notifier.rate_limit import LoopTimer, Timer, TokenBucket
+from notifier.rate_limit import LoopTimer, SharedRateLimit, Timer
 from notifier.replies import ReplyDesk
 from notifier.settings import NotifierSettings
 from notifier.templates import TemplateLibrary
@@ -96,7 +96,7 @@ def parse_command(body: bytes) -> Command:
         raise
 
 
-# The buckets grant exactly `rate` a second, but each request then crosses a thread and the
+# The limits grant exactly `rate` a second, but each request then crosses a thread and the
 # network, and the provider counts what arrives: at 100/s that jitter once put 102 texts into
 # one of its seconds. Pacing 1% under the configured limit leaves room for it.
 PACING = 0.99
@@ -146,10 +146,14 @@ class NotifierService:
             max_wait=self.settings.retry_max_seconds,
             claim_expiry=dt.timedelta(seconds=self.settings.claim_expiry_seconds),
             chase=self.chase,
+            # Shared by every replica on this database (notifier.rate_limit).
             rate_limits={
-                "sms": TokenBucket(self.settings.sms_per_second * PACING, self.timer),
-                "voice": TokenBucket(self.settings.calls_per_second * PACING, self.timer),
+                "sms": SharedRateLimit(self.engine, "sms",
+                                       self.settings.sms_per_second * PACING, self.timer),
+                "voice": SharedRateLimit(self.engine, "voice",
+                                         self.settings.calls_per_second * PACING, self.timer),
             },
+            concurrency=self.settings.send_concurrency,
             reply_domain=self.settings.reply_domain,
         )
         self.connection = await broker.connect(self.settings.amqp_url)

@@ -81,6 +81,15 @@ async def locked(conn: AsyncConnection, request_id: str) -> Row[Any] | None:
     return (await conn.execute(query)).first()
 
 
+async def locked_many(conn: AsyncConnection, request_ids: list[str]) -> list[Row[Any]]:
+    """As `locked`, for several chains, locked in request order."""
+    query = (select(contact_requests).where(contact_requests.c.request_id.in_(request_ids))
+             .order_by(contact_requests.c.request_id))
+    if supports_skip_locked(conn.engine):
+        query = query.with_for_update()
+    return list((await conn.execute(query)).all())
+
+
 async def due_for_check(conn: AsyncConnection, now: dt.datetime, limit: int = 500) -> list[str]:
     return list((await conn.execute(
         select(contact_requests.c.request_id)
@@ -102,20 +111,21 @@ async def move(conn: AsyncConnection, chain: Any, transition: str, now: dt.datet
     return bool(result.rowcount)
 
 
-async def check_again_at(conn: AsyncConnection, request_id: str, at: dt.datetime | None,
+async def check_again_at(conn: AsyncConnection, request_ids: list[str], at: dt.datetime | None,
                          now: dt.datetime) -> None:
-    """When to look at a chain still waiting (None: when one of its rows settles)."""
+    """When to look at chains still waiting (None: when one of their rows settles)."""
     await conn.execute(update(contact_requests)
-                       .where(contact_requests.c.request_id == request_id,
+                       .where(contact_requests.c.request_id.in_(request_ids),
                               contact_requests.c.state == ChainState.CHASING)
                        .values(check_at=at, updated_at=now))
 
 
-async def mark_for_check(conn: AsyncConnection, request_id: str, now: dt.datetime) -> None:
-    """Ask the chase to look at a chain (a family row settled), in the caller's transaction,
+async def mark_for_check(conn: AsyncConnection, request_ids: list[str],
+                         now: dt.datetime) -> None:
+    """Ask the chase to look at chains (a family row settled), in the caller's transaction,
     so a crash before it looks delays the fallback instead of losing it."""
     await conn.execute(update(contact_requests)
-                       .where(contact_requests.c.request_id == request_id,
+                       .where(contact_requests.c.request_id.in_(request_ids),
                               contact_requests.c.state == ChainState.CHASING)
                        .values(check_at=now))
 

@@ -6,20 +6,31 @@ send the same row and a crash mid-send leaves a claim that is retried after it e
 them. The rows themselves are written by notifier.notification_store.
 
 The dispatcher is the one place that moves fallback chains on (notifier.fallback): every due
-chain at the start of each pass, and a family row's chain as soon as that row settles, whether
-by its send here or by a status callback (notifier.webhooks asks `family_rows_settled`). The
-settling transaction marks the chain for a look first, so a crash in between only delays it.
+chain at the start of each pass, and a family row's chain as soon as that row settles: in the
+settling transaction for its send here, and just after a status callback (notifier.webhooks
+asks `family_rows_settled`). The settling transaction marks the chain for a look first, so a
+crash, or a chain that cannot be moved, only delays it.
 
 A claimed row may wait a while for its turn at the rate limit, and its request may be cancelled
-meanwhile (notifier.cancellation). So immediately before each provider call, retries included,
-one conditional UPDATE marks the send as started; it fails once a cancellation is recorded (or
-the claim has passed to another process), and then nothing is sent."""
+meanwhile (notifier.cancellation). So once it has its slot, and before each provider call,
+retries included, one conditional UPDATE marks the send as started; it fails once a
+cancellation is recorded (or the claim has passed to another process), and then nothing is
+sent. The call then waits for its slot, a fraction of a second at most (notifier.rate_limit).
+
+Guards, settlements and the chains they move on are group-committed (notifier.group_commit):
+with many sends in flight, those arriving while a transaction is under way share the next one.
+A provider call still starts only after its own guard has committed.
+
+`concurrency` sends are in flight at once: a provider answering in 200-300 ms (Twilio) is
+reached at 100 a second only by sending concurrently. The twilio client's HTTP session keeps
+aiohttp's default pool of 100 connections, above the setting's default."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +43,23 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from notifier import notification_store, optout
 from notifier.email_replies import reply_address
 from notifier.fallback import FamilyChase
+from notifier.group_commit import GroupCommit
 from notifier.metrics import NotifierMetrics
 from notifier.notification_store import Settlement, Status
 from notifier.providers import OutgoingMessage, Provider, ProviderError, ProviderResult
-from notifier.rate_limit import LoopTimer, TokenBucket
+from notifier.rate_limit import Limiter
 
 log = logging.getLogger(__name__)
 
 
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, ProviderError) and error.retryable
+
+
+async def _wait_for_slot(limit: Limiter, slot: float) -> None:
+    """Until the reserved slot, or a later one when the guard outlasted it (it is lost)."""
+    while not await limit.wait_for(slot):
+        slot = await limit.reserve(first=True)
 
 
 class _SendRefused(Exception):
@@ -65,8 +83,8 @@ class Dispatcher:
     def __init__(self, engine: AsyncEngine, clock: Clock, providers: dict[str, Provider],
                  metrics: NotifierMetrics, *, attempts: int, initial_wait: float,
                  chase: FamilyChase, max_wait: float = 30.0,
-                 claim_expiry: dt.timedelta = dt.timedelta(minutes=10), rate_limits: dict[str, TokenBucket] | None = None,
-                 batch_size: int = 100, concurrency: int = 20,
+                 claim_expiry: dt.timedelta = dt.timedelta(minutes=10), rate_limits: dict[str, Limiter] | None = None,
+                 concurrency: int = 64,
                  reply_domain: str | None = None) -> None:
         """`reply_domain`: NOTIFIER_REPLY_DOMAIN, where family emails' replies are received."""
         self._engine = engine
@@ -81,15 +99,15 @@ class Dispatcher:
         self._chase = chase
         # Per sender (channel): every request to the provider, retries included, takes a token.
         self.rate_limits = rate_limits or {}
-        # The send guard is a database write between the limiter's grant and the provider
-        # call, and its time varies with load: sends released as its writes complete reached
-        # the provider in bursts (108 texts in one second at 100/s, bench-quick). A second
-        # bucket at the same rate, on the loop's clock, spaces them again just before the
-        # call; its burst of 2 lets one send that the guard held up catch up.
-        self._spacing = {channel: TokenBucket(limit.rate, LoopTimer(), burst=2)
-                         for channel, limit in self.rate_limits.items()}
-        self._batch_size = batch_size
+        # Rows in hand: those being sent, and as many again waiting for their turn or being
+        # settled and their chains moved on (group commits, whose waits count as much as the
+        # provider's). More are claimed when half have settled (`dispatch_due`).
+        self._batch_size = 4 * concurrency
+        # Provider calls in flight; a row's other waits (its slot, its guard's group) are
+        # outside it, so the groups can be as large as the rows in hand.
         self._slots = asyncio.Semaphore(concurrency)
+        self._guards = GroupCommit(self._start_sends)
+        self._settlements = GroupCommit(self._settle_group)
         self._wake = asyncio.Event()
         # Rows this process has claimed and not yet settled.
         self._holding: set[Any] = set()
@@ -189,17 +207,16 @@ class Dispatcher:
                                   body=row.body, subject=row.subject, html=row.html,
                                   language=row.language, sender_name=row.sender_name,
                                   reply_to=self._reply_to(row))
-        async with self._slots:
-            if opted_out:
-                delivery = Delivery(error=ProviderError(
-                    "number has opted out (STOP)", retryable=False,
-                    code=optout.UNSUBSCRIBED_CODE))
-            elif row.uncertain and (found := await self._already_sent(message)) is not None:
-                log.warning("notifier.send.recovered notification_id=%s channel=%s", row.id,
-                            row.channel)
-                delivery = Delivery(result=found)
-            else:
-                delivery = await self._deliver(message, row.claimed_at)
+        if opted_out:
+            delivery = Delivery(error=ProviderError(
+                "number has opted out (STOP)", retryable=False,
+                code=optout.UNSUBSCRIBED_CODE))
+        elif row.uncertain and (found := await self._already_sent(message)) is not None:
+            log.warning("notifier.send.recovered notification_id=%s channel=%s", row.id,
+                        row.channel)
+            delivery = Delivery(result=found)
+        else:
+            delivery = await self._deliver(message, row.claimed_at)
         if delivery.refused and not await self._cancelled_under_our_claim(row):
             # Another process took the claim over (it looked abandoned): it settles the row.
             log.warning("notifier.send.claim_lost notification_id=%s", row.id)
@@ -227,16 +244,16 @@ class Dispatcher:
                         log.warning("notifier.send.recovered notification_id=%s channel=%s",
                                     message.notification_id, message.channel)
                         return Delivery(attempts, result=found, started=started)
-                    if limit is not None:
-                        await limit.acquire()
+                    slot = None if limit is None else await limit.reserve()
                     if not await self._start_send(message.notification_id, claimed_at):
                         raise _SendRefused
-                    if (spacing := self._spacing.get(message.channel)) is not None:
-                        await spacing.acquire()
+                    if limit is not None and slot is not None:
+                        await _wait_for_slot(limit, slot)
                     started = True
                     try:
-                        return Delivery(attempts, result=await provider.send(message),
-                                        started=True)
+                        async with self._slots:
+                            result = await provider.send(message)
+                        return Delivery(attempts, result=result, started=True)
                     except ProviderError as error:
                         # Every failed call, retried or not: a retry that succeeds hides a
                         # provider's trouble from the notifications' statuses.
@@ -272,11 +289,15 @@ class Dispatcher:
         return reply_address(row.id, self._reply_domain)
 
     async def _start_send(self, notification_id: str, claimed_at: dt.datetime) -> bool:
-        """The guard. A cancellation recorded after this commit finds the send started and
-        lets it settle as the provider says."""
+        """The guard, answered once the group holding it has committed. A cancellation
+        recorded after that commit finds the send started and lets it settle as the provider
+        says."""
+        return await self._guards.submit((notification_id, claimed_at))
+
+    async def _start_sends(self, claims: Sequence[tuple[str, dt.datetime]]) -> list[bool]:
         async with self._engine.begin() as conn:
-            return await notification_store.start_send(conn, notification_id, claimed_at,
-                                                       self._clock.now())
+            marked = await notification_store.start_send(conn, claims, self._clock.now())
+        return [notification_id in marked for notification_id, _ in claims]
 
     async def _cancelled_under_our_claim(self, row: Row[Any]) -> bool:
         """Why the guard refused (rare, so asked only then): a cancellation, or a lost claim."""
@@ -285,7 +306,8 @@ class Dispatcher:
 
     async def _already_sent(self, message: OutgoingMessage) -> ProviderResult | None:
         try:
-            return await self._providers[message.channel].find_sent(message)
+            async with self._slots:
+                return await self._providers[message.channel].find_sent(message)
         except Exception:  # noqa: BLE001 - cannot tell: sending again is safer than silence
             log.warning("notifier.send.reconcile_failed notification_id=%s",
                         message.notification_id)
@@ -293,14 +315,26 @@ class Dispatcher:
 
     async def _settle(self, row: Row[Any], delivery: Delivery) -> None:
         settlement = self._outcome(row, delivery)
-        async with self._engine.begin() as conn:
-            await notification_store.settle(conn, row, settlement, self._clock.now())
+        await self._settlements.submit((row, settlement))
         self._metrics.notifications.labels(row.rule, row.channel, settlement.status).inc()
-        if row.kind == "family":
-            await self.family_rows_settled([row.request_id])
         async with self._progress:
             self.settled += 1
             self._progress.notify_all()
+
+    async def _settle_group(self, group: Sequence[tuple[Row[Any], Settlement]]
+                            ) -> list[Status | None]:
+        """Settle, and move the settled family rows' chains on, in one transaction."""
+        async with self._engine.begin() as conn:
+            now = self._clock.now()
+            statuses = await notification_store.settle(conn, group, now)
+            created, announced = await self._chase.advance_settled(
+                conn, [row.request_id for (row, _), status in zip(group, statuses, strict=True)
+                       if status is not None and row.kind == "family"], now)
+        if announced:
+            self._chase.published()
+        if created:
+            self.wake()
+        return statuses
 
     def _outcome(self, row: Row[Any], delivery: Delivery) -> Settlement:
         """The settled row's status and what goes with it."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,53 +106,106 @@ class FamilyChase:
             self._on_published()
         return created
 
+    async def advance_settled(self, conn: AsyncConnection, request_ids: Sequence[str],
+                              now: dt.datetime) -> tuple[int, bool]:
+        """As `advance`, for the chains of a group of rows just settled, in the settling
+        transaction (notifier.dispatch); returns rows created and whether triage was told a
+        family is unreachable (call `published` after the commit if so).
+
+        Under a savepoint: a chain that cannot be moved costs neither the settlements nor the
+        marks they left, so the next pass looks again. The chains are locked in sorted order,
+        so two groups cannot wait for each other."""
+        try:
+            async with conn.begin_nested():
+                outcomes: list[tuple[int, bool]] = []
+                waiting = await self._still_waiting(conn, sorted(set(request_ids)), now)
+                for request_id in sorted(set(request_ids) - set(waiting)):
+                    outcomes.append(await self._advance_in(conn, request_id, now))
+                for recheck, ids in _grouped(waiting).items():
+                    await chains.check_again_at(conn, ids, recheck, now)
+        except Exception:  # marked for a look: the next pass moves them
+            log.exception("notifier.family.advance_failed chains=%d", len(request_ids))
+            return 0, False
+        return (sum(created for created, _ in outcomes),
+                any(announced for _, announced in outcomes))
+
+    def published(self) -> None:
+        """An event is in the outbox since the last commit: wake its relay."""
+        self._on_published()
+
+    async def _still_waiting(self, conn: AsyncConnection, request_ids: list[str],
+                             now: dt.datetime) -> dict[str, dt.datetime | None]:
+        """The common case in a few statements, whatever the group's size: locked (sorted),
+        the chains whose current contact is still open, and when to look at each again.
+        Every other chain takes its step alone (`_advance_in`)."""
+        locked = await chains.locked_many(conn, request_ids)
+        rows = await notification_store.family_rows_of(conn, [c.request_id for c in locked
+                                                               if c.state == ChainState.CHASING])
+        waiting: dict[str, dt.datetime | None] = {}
+        for chain in locked:
+            if chain.state != ChainState.CHASING:
+                continue
+            mine = rows.get(chain.request_id, [])
+            if any(reached(row.channel, row.status) for row in mine):
+                continue
+            outcome, recheck = contact_outcome(
+                (ChannelState(r.channel, r.status, r.sent_at) for r in mine
+                 if r.family_index == chain.position), now, self._wait)
+            if outcome == "waiting":
+                waiting[chain.request_id] = recheck
+        return waiting
+
     async def _advance(self, request_id: str) -> tuple[int, bool]:
         """As `advance`; also says whether triage was told the family is unreachable."""
-        now = self._clock.now()
         async with self._engine.begin() as conn:
-            chain = await chains.locked(conn, request_id)
-            if chain is None or chain.state != ChainState.CHASING:
+            return await self._advance_in(conn, request_id, self._clock.now())
+
+    async def _advance_in(self, conn: AsyncConnection, request_id: str,
+                          now: dt.datetime) -> tuple[int, bool]:
+        """One chain's step, in the caller's transaction."""
+        chain = await chains.locked(conn, request_id)
+        if chain is None or chain.state != ChainState.CHASING:
+            return 0, False
+        rows = await notification_store.family_rows(conn, request_id)
+        if any(reached(row.channel, row.status) for row in rows):
+            await chains.move(conn, chain, "reach", now, state=ChainState.REACHED)
+            log.info("notifier.family.reached request_id=%s", request_id)
+            return 0, False
+        outcome, recheck = contact_outcome(
+            (ChannelState(r.channel, r.status, r.sent_at) for r in rows
+             if r.family_index == chain.position), now, self._wait)
+        if outcome != "exhausted":
+            await chains.check_again_at(conn, [request_id], recheck, now)
+            return 0, False
+        request = ContactRequest.model_validate_json(chain.payload)
+        position = chain.position + 1
+        if position < len(request.family):
+            if not await chains.move(conn, chain, "next_contact", now, position=position):
                 return 0, False
-            rows = await notification_store.family_rows(conn, request_id)
-            if any(reached(row.channel, row.status) for row in rows):
-                await chains.move(conn, chain, "reach", now, state=ChainState.REACHED)
-                log.info("notifier.family.reached request_id=%s", request_id)
+            new_rows = notification_rows(self._templates, request, request.family[position],
+                                         kind="family", family_index=position, now=now)
+            log.info("notifier.family.fallback request_id=%s contact_ref=%s", request_id,
+                     request.family[position].ref)
+        elif request.follow_on:
+            if not await chains.move(conn, chain, "split", now, state=ChainState.SPLIT):
                 return 0, False
-            outcome, recheck = contact_outcome(
-                (ChannelState(r.channel, r.status, r.sent_at) for r in rows
-                 if r.family_index == chain.position), now, self._wait)
-            if outcome != "exhausted":
-                await chains.check_again_at(conn, request_id, recheck, now)
-                return 0, False
-            request = ContactRequest.model_validate_json(chain.payload)
-            position = chain.position + 1
-            if position < len(request.family):
-                if not await chains.move(conn, chain, "next_contact", now, position=position):
-                    return 0, False
-                new_rows = notification_rows(self._templates, request, request.family[position],
-                                             kind="family", family_index=position, now=now)
-                log.info("notifier.family.fallback request_id=%s contact_ref=%s", request_id,
-                         request.family[position].ref)
-            elif request.follow_on:
-                if not await chains.move(conn, chain, "split", now, state=ChainState.SPLIT):
-                    return 0, False
-                new_rows, announced = [], False
-                for follow_on in request.follow_on:
-                    child_rows, told = await self._follow_on(conn, request, follow_on, now)
-                    new_rows += child_rows
-                    announced |= told
-                log.info("notifier.family.split request_id=%s children=%d", request_id,
-                         len(request.follow_on))
-                await notification_store.add(conn, new_rows)
-                return len(new_rows), announced
-            else:
-                if not await chains.move(conn, chain, "exhaust", now,
-                                         state=ChainState.UNREACHABLE):
-                    return 0, False
-                new_rows = self._unreachable(request, now)
-                await _announce_unreachable(conn, request, now)
+            new_rows, announced = [], False
+            for follow_on in request.follow_on:
+                child_rows, told = await self._follow_on(conn, request, follow_on, now)
+                new_rows += child_rows
+                announced |= told
+            log.info("notifier.family.split request_id=%s children=%d", request_id,
+                     len(request.follow_on))
             await notification_store.add(conn, new_rows)
-            return len(new_rows), position >= len(request.family)
+            return len(new_rows), announced
+        else:
+            if not await chains.move(conn, chain, "exhaust", now,
+                                     state=ChainState.UNREACHABLE):
+                return 0, False
+            new_rows = self._unreachable(request, now)
+            await _announce_unreachable(conn, request, now)
+        await notification_store.add(conn, new_rows)
+        return len(new_rows), position >= len(request.family)
 
     def _unreachable(self, request: ContactRequest, now: dt.datetime) -> list[dict[str, Any]]:
         """The alerts to the request's `unreachable` recipients."""
@@ -178,6 +231,13 @@ class FamilyChase:
         rows = self._unreachable(child, now)
         await _announce_unreachable(conn, child, now)
         return rows, True
+
+
+def _grouped(waiting: dict[str, dt.datetime | None]) -> dict[dt.datetime | None, list[str]]:
+    by_time: dict[dt.datetime | None, list[str]] = {}
+    for request_id, recheck in waiting.items():
+        by_time.setdefault(recheck, []).append(request_id)
+    return by_time
 
 
 async def _announce_unreachable(conn: AsyncConnection, request: ContactRequest,

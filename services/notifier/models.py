@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -177,3 +178,14 @@ outbox = outbox_table(metadata, name="notifier_outbox")
 
 # Callers' API keys, hashed (servicekit.keys); triage has its own `api_keys`.
 api_keys = api_keys_table(metadata, name="notifier_api_keys")
+
+
+# One row per channel: the next free send slot every replica shares (notifier.rate_limit),
+# in seconds since the epoch (PostgreSQL's clock) or on the one machine's monotonic clock
+# (SQLite).
+rate_slots = Table(
+    "rate_slots",
+    metadata,
+    Column("channel", String(8), primary_key=True),
+    Column("next_at", Float(precision=53), nullable=False),
+)

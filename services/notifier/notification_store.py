@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from servicekit.database import dialect_insert, supports_skip_locked
-from sqlalchemy import Row, case, delete, false, literal, select, text, update
+from sqlalchemy import Column, Row, and_, case, delete, false, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier import chains, optout
@@ -140,18 +141,25 @@ async def claim_due(conn: AsyncConnection, now: dt.datetime, limit: int, *,
         .returning(*notifications.c))).all())
 
 
-async def start_send(conn: AsyncConnection, notification_id: str, claimed_at: dt.datetime,
-                     now: dt.datetime) -> bool:
-    """The send guard: mark the provider call as started unless a cancellation was recorded
-    or the claim is no longer this one."""
-    marked = await conn.execute(
-        update(notifications)
-        .where(notifications.c.id == notification_id,
-               notifications.c.status == Status.SENDING,
-               notifications.c.claimed_at == claimed_at,
-               notifications.c.cancel_requested == false())
-        .values(send_started_at=now))
-    return bool(marked.rowcount)
+async def start_send(conn: AsyncConnection, claims: Sequence[tuple[str, dt.datetime]],
+                     now: dt.datetime) -> set[str]:
+    """The send guard, for a group of (id, claimed_at): mark each provider call as started
+    unless a cancellation was recorded or the claim is no longer that one; returns the ids
+    marked. One statement per claim time (a claim's rows share it)."""
+    by_claim: dict[dt.datetime, list[str]] = {}
+    for notification_id, claimed_at in claims:
+        by_claim.setdefault(claimed_at, []).append(notification_id)
+    marked: set[str] = set()
+    for claimed_at, ids in by_claim.items():
+        marked.update((await conn.execute(
+            update(notifications)
+            .where(notifications.c.id.in_(ids),
+                   notifications.c.status == Status.SENDING,
+                   notifications.c.claimed_at == claimed_at,
+                   notifications.c.cancel_requested == false())
+            .values(send_started_at=now)
+            .returning(notifications.c.id))).scalars())
+    return marked
 
 
 async def cancelled_under_claim(conn: AsyncConnection, row: Row[Any]) -> bool:
@@ -164,38 +172,54 @@ async def cancelled_under_claim(conn: AsyncConnection, row: Row[Any]) -> bool:
             and now.claimed_at == row.claimed_at and bool(now.cancel_requested))
 
 
-async def settle(conn: AsyncConnection, row: Row[Any], settlement: Settlement,
-                 now: dt.datetime) -> Status | None:
-    """Record how a claimed row's sending ended, and apply any receipt that came before its
-    provider id; returns the status it ends in (None: it was settled elsewhere)."""
+async def settle(conn: AsyncConnection, group: Sequence[tuple[Row[Any], Settlement]],
+                 now: dt.datetime) -> list[Status | None]:
+    """Record how claimed rows' sending ended, and apply any receipt that came before a row's
+    provider id; returns the status each row ends in (None: it was settled elsewhere).
+
+    A group of rows (notifier.group_commit) takes the same few statements as one: each
+    row's values are chosen by id within one UPDATE."""
+    provider_ids = sorted({s.provider_id for _, s in group if s.provider_id})
+    await _lock_provider_ids(conn, provider_ids)
+    handed = [(row, s) for row, s in group if s.status in HANDED_OVER]
+    started = [row.id for row, s in group if s.started]
     values: dict[str, Any] = {
-        "status": settlement.status, "error": settlement.error,
-        "attempts": row.attempts + settlement.attempts, "updated_at": now, "claimed_at": None,
-        "uncertain": False}
-    if settlement.status in HANDED_OVER:
-        values.update(provider_id=settlement.provider_id, sent_at=now)
-    if settlement.started:
+        "status": _per_row(notifications.c.status, {row.id: s.status for row, s in group}),
+        "error": _per_row(notifications.c.error, {row.id: s.error for row, s in group}),
+        "attempts": _per_row(notifications.c.attempts,
+                             {row.id: row.attempts + s.attempts for row, s in group}),
+        "updated_at": now, "claimed_at": None, "uncertain": False}
+    if handed:
+        values["provider_id"] = _per_row(notifications.c.provider_id,
+                                         {row.id: s.provider_id for row, s in handed})
+        values["sent_at"] = _per_row(notifications.c.sent_at, {row.id: now for row, _ in handed})
+    if started:
         # A cancellation recorded after the send started: the record says it went anyway.
-        values["note"] = case((notifications.c.cancel_requested,
+        values["note"] = case((and_(notifications.c.id.in_(started),
+                                    notifications.c.cancel_requested),
                                literal(SENT_ANYWAY) + notifications.c.note),
                               else_=notifications.c.note)
-    if settlement.provider_id:
-        await _lock_provider_id(conn, settlement.provider_id)
-    result = await conn.execute(
+    settled = set((await conn.execute(
         update(notifications)
-        .where(notifications.c.id == row.id,
+        .where(notifications.c.id.in_([row.id for row, _ in group]),
                notifications.c.status.in_(TRANSITIONS["settle"]))
-        .values(**values))
-    if not result.rowcount:
-        return None
-    status = settlement.status
-    if settlement.provider_id:
-        for early in await _take_early(conn, settlement.provider_id):
-            if await _apply_receipt(conn, [notifications.c.id == row.id],
-                                    Status(early.status), early.error, now):
-                status = Status(early.status)
-    await _consequences(conn, row, status, now)
-    return status
+        .values(**values).returning(notifications.c.id))).scalars())
+    statuses: dict[str, Status] = {row.id: s.status for row, s in group if row.id in settled}
+    by_provider_id = {s.provider_id: row.id for row, s in group if row.id in settled}
+    for early in await _take_early(conn, [p for p in provider_ids if p in by_provider_id]):
+        row_id = by_provider_id[early.provider_id]
+        if await _apply_receipt(conn, [notifications.c.id == row_id], Status(early.status),
+                                early.error, now):
+            statuses[row_id] = Status(early.status)
+    await _consequences(conn, [(row, statuses[row.id]) for row, _ in group
+                               if row.id in statuses], now)
+    return [statuses.get(row.id) for row, _ in group]
+
+
+def _per_row(column: Column[Any], by_id: dict[str, Any]) -> Any:
+    """A column's new value chosen by the row's id (unchanged for ids not in `by_id`)."""
+    return case({row_id: literal(value, column.type) for row_id, value in by_id.items()},
+                value=notifications.c.id, else_=column)
 
 
 async def record_receipt(conn: AsyncConnection, provider_id: str, status: Status,
@@ -205,8 +229,7 @@ async def record_receipt(conn: AsyncConnection, provider_id: str, status: Status
     await _lock_provider_id(conn, provider_id)
     changed = await _apply_receipt(conn, [notifications.c.provider_id == provider_id], status,
                                    error, now)
-    for row in changed:
-        await _consequences(conn, row, status, now)
+    await _consequences(conn, [(row, status) for row in changed], now)
     if changed:
         return Receipt(changed)
     known = (await conn.execute(select(notifications.c.id)
@@ -276,6 +299,22 @@ async def family_rows(conn: AsyncConnection, request_id: str) -> list[AnyRow]:
                notifications.c.kind == "family"))).all())
 
 
+async def family_rows_of(conn: AsyncConnection,
+                         request_ids: list[str]) -> dict[str, list[AnyRow]]:
+    """`family_rows` of several requests in one query, by request."""
+    found: dict[str, list[AnyRow]] = {request_id: [] for request_id in request_ids}
+    if not request_ids:
+        return found
+    for row in await conn.execute(
+            select(notifications.c.request_id, notifications.c.channel,
+                   notifications.c.status, notifications.c.sent_at,
+                   notifications.c.family_index)
+            .where(notifications.c.request_id.in_(request_ids),
+                   notifications.c.kind == "family")):
+        found[row.request_id].append(row)
+    return found
+
+
 async def _apply_receipt(conn: AsyncConnection, where: list[Any], status: Status,
                          error: str | None, now: dt.datetime) -> list[Row[Any]]:
     return list((await conn.execute(
@@ -287,28 +326,40 @@ async def _apply_receipt(conn: AsyncConnection, where: list[Any], status: Status
                    notifications.c.to))).all())
 
 
-async def _consequences(conn: AsyncConnection, row: Row[Any], status: Status,
+async def _consequences(conn: AsyncConnection, settled: list[tuple[Row[Any], Status]],
                         now: dt.datetime) -> None:
-    """What a settled or receipted row means beyond itself, in the same transaction."""
-    if status == Status.SUPPRESSED and row.channel == "sms":
-        await optout.opt_out(conn, row.school_urn, row.to, "twilio-21610", now)
-    if row.kind == "family":
-        await chains.mark_for_check(conn, row.request_id, now)
+    """What settled or receipted rows mean beyond themselves, in the same transaction."""
+    for row, status in settled:
+        if status == Status.SUPPRESSED and row.channel == "sms":
+            await optout.opt_out(conn, row.school_urn, row.to, "twilio-21610", now)
+    family = sorted({row.request_id for row, _ in settled if row.kind == "family"})
+    if family:
+        await chains.mark_for_check(conn, family, now)
 
 
-async def _take_early(conn: AsyncConnection, provider_id: str) -> list[Row[Any]]:
+async def _take_early(conn: AsyncConnection, provider_ids: list[str]) -> list[Row[Any]]:
+    if not provider_ids:
+        return []
     early = list((await conn.execute(
         select(early_status_callbacks)
-        .where(early_status_callbacks.c.provider_id == provider_id)
+        .where(early_status_callbacks.c.provider_id.in_(provider_ids))
         .order_by(early_status_callbacks.c.received_at))).all())
     if early:
         await conn.execute(delete(early_status_callbacks)
-                           .where(early_status_callbacks.c.provider_id == provider_id))
+                           .where(early_status_callbacks.c.provider_id.in_(
+                               {e.provider_id for e in early})))
     return early
 
 
 async def _lock_provider_id(conn: AsyncConnection, provider_id: str) -> None:
-    if conn.engine.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
-                           {"space": _PROVIDER_ID_LOCKS,
-                            "key": zlib.crc32(provider_id.encode()) - 2**31})
+    await _lock_provider_ids(conn, [provider_id])
+
+
+async def _lock_provider_ids(conn: AsyncConnection, provider_ids: list[str]) -> None:
+    """In key order, so two transactions locking several never wait for each other."""
+    if provider_ids and conn.engine.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:space, key) "
+                 "FROM unnest(CAST(:keys AS integer[])) AS key ORDER BY key"),
+            {"space": _PROVIDER_ID_LOCKS,
+             "keys": sorted({zlib.crc32(p.encode()) - 2**31 for p in provider_ids})})

@@ -74,6 +74,9 @@ class NotifierSettings(ServiceSettings):
         15.0, gt=0, validation_alias="NOTIFIER_PROVIDER_TIMEOUT"
     )
     dispatch_poll_seconds: float = Field(1.0, gt=0)
+    # Provider calls in flight at once: at 250 ms a call, 25 reach 100 a second; 64 leave room
+    # for slower answers and retries.
+    send_concurrency: int = Field(64, ge=1, le=500)
     # docs/rules.md "Contact order": how long a family SMS or call may stay `sent` with no
     # delivery receipt before the next contact is tried.
     delivery_receipt_wait_seconds: float = Field(900.0, ge=0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import random
 import secrets
 import time
 from collections import deque
@@ -72,7 +73,18 @@ def _error(status: int, code: int, message: str) -> web.Response:
 class TwilioStub:
     """In-process Twilio API on 127.0.0.1 with scripted faults and webhook playback."""
 
-    def __init__(self, account_sid: str | None = None, auth_token: str = "test-auth-token"):
+    def __init__(self, account_sid: str | None = None, auth_token: str = "test-auth-token",
+                 *, latency: float = 0.0, jitter: float = 0.0, seed: int = 0):
+        """`latency` +/- `jitter` seconds (uniform, from `seed`): how long each accepted
+        message or call waits before its answer, as real Twilio's 100-300 ms do. A sender
+        reaches a per-second rate against it only by sending concurrently."""
+        if jitter > latency:
+            raise ValueError("jitter must not exceed latency")
+        self.latency = latency
+        self.jitter = jitter
+        self._latencies = random.Random(seed)
+        # sid -> how long its answer was held for `latency`, so a test can check the draw.
+        self.answer_delays: dict[str, float] = {}
         self.account_sid = account_sid or _sid("AC")
         self.auth_token = auth_token
         self.base_url = ""
@@ -147,7 +159,7 @@ class TwilioStub:
     def reset(self) -> None:
         """Forget recorded traffic and scripted faults, keep the server running."""
         for store in (self.messages, self.calls, self.attempts, self.arrivals, self._faults,
-                      self._delays, self._message_resources):
+                      self._delays, self._message_resources, self.answer_delays):
             store.clear()
         self._rejected.clear()
 
@@ -199,11 +211,20 @@ class TwilioStub:
             if self.before_answer is not None:
                 await self.before_answer(record)
             if self._late_answers:
-                try:
-                    await asyncio.wait_for(self._closing.wait(), self._late_answers.popleft())
-                except TimeoutError:
-                    pass
+                await self._hold(self._late_answers.popleft())
+            elif self.latency:
+                delay = self._latencies.uniform(self.latency - self.jitter,
+                                                self.latency + self.jitter)
+                self.answer_delays[record["sid"]] = delay
+                await self._hold(delay)
         return response
+
+    async def _hold(self, seconds: float) -> None:
+        """Hold an answer; stop() wakes the wait so shutdown is never held up."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except TimeoutError:
+            pass
 
     def _decide(self, request: web.Request, kind: str,
                 params: dict[str, str]) -> tuple[web.Response, dict[str, Any] | None]:
