@@ -6,7 +6,8 @@ the morning hand-off to the provider (with the SMS check) -> end-to-end latency 
 rate -> notifier send rate -> naive sequential baseline -> the services as processes: peak
 memory at 1/10, 1x (and 10x) and two triage replicas -> the staff pages (bench.staff_pages,
 reported in a section of its own; `--only staff` runs just that) -> the same morning synced
-through Wonde by mis_sync (bench.wonde_sync, its own section; `--only wonde`)."""
+through Wonde by mis_sync (bench.wonde_sync, its own section; `--only wonde`) -> the morning
+of the 190th school day on a year of history (bench.year, its own section; `--only year`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from servicekit.clock import FrozenClock
 from servicekit.database import make_engine
 from triage.settings import TriageSettings
 
-from bench import delivery, processes, rosters, staff_pages, wonde_sync
+from bench import delivery, processes, rosters, staff_pages, wonde_sync, year
 from bench.generator import LONDON, Authority, encode, expected_first_day_sms, generate
 from bench.infra import Databases, fresh_vhost, machine
 from bench.report import Report
@@ -290,6 +291,17 @@ async def wonde(mode: str, report: Report, workdir: Path) -> None:
             await databases.drop_all()
 
 
+async def year_on(mode: str, report: Report, workdir: Path) -> None:
+    """The morning of the 190th school day on a year of history, against the first morning."""
+    schools, pupils = SIZES[mode]
+    databases = Databases()
+    with fresh_vhost() as amqp_url:
+        try:
+            await year.run(report, amqp_url, databases, schools, pupils, SEED, workdir)
+        finally:
+            await databases.drop_all()
+
+
 async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: bool) -> None:
     if "morning" in reports:
         await run(mode, reports["morning"], workdir, with_10x)
@@ -297,13 +309,15 @@ async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: 
         await staff(mode, reports["staff"], workdir)
     if "wonde" in reports:
         await wonde(mode, reports["wonde"], workdir)
+    if "year" in reports:
+        await year_on(mode, reports["year"], workdir)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="~1/20 size, under 2 minutes")
     parser.add_argument("--no-10x", action="store_true", help="skip the 10x memory run")
-    parser.add_argument("--only", choices=["staff", "wonde"],
+    parser.add_argument("--only", choices=["staff", "wonde", "year"],
                         help="run one entry alone (its section of results.md only)")
     args = parser.parse_args()
     # Services' warnings (e.g. a dead-lettered request) on stderr, not their info chatter.
@@ -320,7 +334,11 @@ def main() -> None:
     wonde_report = Report(mode=mode, command=command, started=started_at, machine=machine(),
                           size=f"{schools} schools, {pupils:,} pupils", entry="Wonde sync",
                           ratio_to="bare consume-and-ack of the same events")
-    everything = {"morning": report, "staff": staff_report, "wonde": wonde_report}
+    year_report = Report(mode=mode, command=command, started=started_at, machine=machine(),
+                         size=f"{schools} schools, {pupils:,} pupils", entry="a year on",
+                         ratio_to="the day-1 morning in the same run")
+    everything = {"morning": report, "staff": staff_report, "wonde": wonde_report,
+                  "year": year_report}
     chosen = {args.only: everything[args.only]} if args.only else everything
     reports = list(chosen.values())
     workdir = Path(tempfile.mkdtemp(prefix="absence-bench-"))
