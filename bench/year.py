@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import itertools
 import json
 import os
 import random
@@ -276,11 +275,17 @@ def _payload(event_id: str, urn: str, pupil_id: str, day: dt.date, session: str,
             f'"minutes_late":null,"comment":null,"source":null}}')
 
 
+def batches(history: History) -> Iterator[Tables]:
+    """One day's rows at a time; the counters only once every day has been generated."""
+    for day in HISTORY:
+        yield history.day(day)
+    yield history.counters()
+
+
 async def load_history(conn: asyncpg.Connection, history: History) -> int:
     """COPY the year a school day at a time, then the counters; returns the rows written."""
     written = 0
-    days = (history.day(day) for day in HISTORY)  # one day's rows in memory at a time
-    for tables in itertools.chain(days, [history.counters()]):
+    for tables in batches(history):
         for name, rows in tables.rows.items():
             if rows:
                 await conn.copy_records_to_table(name, columns=COLUMNS[name], records=rows)
