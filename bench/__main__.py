@@ -8,7 +8,8 @@ memory at 1/10, 1x (and 10x) and two triage replicas -> the staff pages (bench.s
 reported in a section of its own; `--only staff` runs just that) -> the same morning synced
 through Wonde by mis_sync (bench.wonde_sync, its own section; `--only wonde`) -> a morning as
 deployed, marks in to texts out with both services as processes (bench.as_deployed, its own
-section; `--only deployed`)."""
+section; `--only deployed`) -> at full size, the morning of the 190th school day on a year of
+history (bench.year, its own section; `--only year`, which also runs it at quick size)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,16 @@ from servicekit.clock import FrozenClock
 from servicekit.database import make_engine
 from triage.settings import TriageSettings
 
-from bench import as_deployed, delivery, notifier_rates, processes, rosters, staff_pages, wonde_sync
+from bench import (
+    as_deployed,
+    delivery,
+    notifier_rates,
+    processes,
+    rosters,
+    staff_pages,
+    wonde_sync,
+    year,
+)
 from bench.generator import LONDON, Authority, encode, expected_first_day_sms, generate
 from bench.infra import Databases, fresh_vhost, machine
 from bench.report import Report
@@ -289,6 +299,17 @@ async def notifier(mode: str, report: Report, workdir: Path) -> None:
             await databases.drop_all()
 
 
+async def year_on(mode: str, report: Report, workdir: Path) -> None:
+    """The morning of the 190th school day on a year of history, against the first morning."""
+    schools, pupils = SIZES[mode]
+    databases = Databases()
+    with fresh_vhost() as amqp_url:
+        try:
+            await year.run(report, amqp_url, databases, schools, pupils, SEED, workdir)
+        finally:
+            await databases.drop_all()
+
+
 async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: bool) -> None:
     if "morning" in reports:
         await run(mode, reports["morning"], workdir, with_10x)
@@ -300,13 +321,15 @@ async def suite(mode: str, reports: dict[str, Report], workdir: Path, with_10x: 
         await wonde(mode, reports["wonde"], workdir)
     if "deployed" in reports:
         await deployed(mode, reports["deployed"], workdir)
+    if "year" in reports:
+        await year_on(mode, reports["year"], workdir)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="~1/20 size, under 2 minutes")
     parser.add_argument("--no-10x", action="store_true", help="skip the 10x memory run")
-    parser.add_argument("--only", choices=["staff", "wonde", "deployed", "notifier"],
+    parser.add_argument("--only", choices=["staff", "wonde", "deployed", "notifier", "year"],
                         help="run one entry alone (its section of results.md only)")
     args = parser.parse_args()
     # Services' warnings (e.g. a dead-lettered request) on stderr, not their info chatter.
@@ -328,13 +351,21 @@ def main() -> None:
                              size=f"{deployed_schools} schools, {deployed_pupils:,} pupils",
                              entry="as deployed",
                              ratio_to="bare consume-and-ack of the same marks")
+    year_report = Report(mode=mode, command=command, started=started_at, machine=machine(),
+                         size=f"{schools} schools, {pupils:,} pupils", entry="a year on",
+                         ratio_to="the day-1 morning in the same run")
     everything = {"morning": report, "staff": staff_report, "wonde": wonde_report,
                   "deployed": deployed_report}
-    # The notifier's rates are part of the morning; `--only notifier` runs them alone.
+    # The notifier's rates are part of the morning; `--only notifier` runs them alone. A year
+    # of history takes minutes to load even at quick size: part of the full run, and of a
+    # quick one only when asked for.
     alone = {"notifier": Report(mode=mode, command=command, started=started_at,
                                 machine=machine(), size=f"{schools} schools, {pupils:,} pupils",
                                 entry="notifier send rates",
-                                ratio_to="the naive sequential loop")}
+                                ratio_to="the naive sequential loop"),
+             "year": year_report}
+    if mode == "full":
+        everything["year"] = alone.pop("year")
     chosen = ({args.only: (everything | alone)[args.only]} if args.only else everything)
     reports = list(chosen.values())
     workdir = Path(tempfile.mkdtemp(prefix="absence-bench-"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from bench.generator import LONDON, Authority, expected_first_day_sms, generate
 
@@ -124,3 +125,32 @@ async def test_the_wonde_sync_entry_reports_every_figure_and_its_checks(
         "incremental sync, nothing new, SQLite"]
     assert len(report.checks) == 5 and report.ok, report.checks
     assert "60 of 60 marks published" in report.checks[0][0]
+
+
+def test_a_years_history_is_absent_about_seven_percent_and_counts_what_it_wrote() -> None:
+    """bench.year's school year: the absence mix the rates are judged on, the counters the
+    rules read agreeing with the marks loaded, and every mark in the deduplication log."""
+    from broker_messages.codes import Category, category
+
+    from bench import year
+
+    history = year.History(5, year.authority(2, 300, 5, year.DAY_190))
+    marks: list[tuple[Any, ...]] = []
+    received: set[str] = set()
+    *days, last = year.batches(history)  # what load_history copies, in its order
+    for tables in days:
+        marks += tables.rows["marks"]
+        received |= {row[0] for row in tables.rows["received_events"]}
+    counters = last.rows["attendance_counters"]
+    absent: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for urn, pupil_id, _, _, code, _, event_id in marks:
+        assert event_id in received
+        kind = category(code)
+        absent[(urn, pupil_id)][0] += kind is Category.AUTHORISED
+        absent[(urn, pupil_id)][1] += kind is Category.UNAUTHORISED
+    assert len(marks) == 300 * 2 * len(year.HISTORY) == 300 * 2 * 189
+    share = sum(a + u for a, u in absent.values()) / len(marks)
+    assert 0.05 < share < 0.09, share
+    assert len(received) > len(marks)  # N marks amended later: two events for one mark
+    assert {(urn, p): [a, u] for urn, p, _, _, a, u, _ in counters} == absent
+    assert last.rows["rule_states"], "a year leaves some pupils past a threshold"

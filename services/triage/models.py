@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -53,19 +54,27 @@ received_events = Table(
     Column("payload", JSON, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Index("ix_received_events_pupil", "school_urn", "pupil_id"),
+    # The retention purge finds expired rows by age (triage.housekeeping), never by a scan of
+    # a year's log.
+    Index("ix_received_events_received", "received_at"),
 )
 
 # The current mark per pupil, date and session (the latest `recorded_at` wins).
 marks = Table(
     "marks",
     metadata,
-    Column("school_urn", String(8), primary_key=True),
-    Column("pupil_id", String(64), primary_key=True),
-    Column("date", Date, primary_key=True),
-    Column("session", String(2), primary_key=True),
+    Column("school_urn", String(8), nullable=False),
+    Column("pupil_id", String(64), nullable=False),
+    Column("date", Date, nullable=False),
+    Column("session", String(2), nullable=False),
     Column("code", String(3), nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
     Column("event_id", String(64), nullable=False),
+    # The rules read each pupil's recent codes (triage.history); with the code in the key's
+    # index PostgreSQL reads them from the index alone, not a heap page per mark (a pupil's
+    # marks are written a day apart, so each lies on a page of its own).
+    PrimaryKeyConstraint("school_urn", "pupil_id", "date", "session",
+                         postgresql_include=["code"]),
     # The `N` marks still standing (few: an `N` is to be corrected within days), found by the
     # staff lists without reading every mark of the school year; a query must name 'N' as a
     # literal for either database to use it.
