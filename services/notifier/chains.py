@@ -20,8 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier.models import contact_requests
 
-_CHUNK = 400
-
 
 class ChainState(StrEnum):
     CHASING = "chasing"
@@ -67,10 +65,9 @@ def new_chain(request: ContactRequest, now: dt.datetime) -> dict[str, Any]:
 
 async def open_chains(conn: AsyncConnection, chains: list[dict[str, Any]]) -> None:
     """Store new requests' chains (`new_chain`); one already stored is left as it is."""
-    insert = dialect_insert(conn.engine)
-    for start in range(0, len(chains), _CHUNK):
-        await conn.execute(insert(contact_requests).values(chains[start : start + _CHUNK])
-                           .on_conflict_do_nothing())
+    if chains:
+        await conn.execute(dialect_insert(conn.engine)(contact_requests).on_conflict_do_nothing(),
+                           chains)
 
 
 async def locked(conn: AsyncConnection, request_id: str) -> Row[Any] | None:

@@ -29,7 +29,6 @@ from notifier.notification_store import Status
 from notifier.templates import TemplateLibrary
 
 log = logging.getLogger(__name__)
-_CHUNK = 400
 
 
 class Intake:
@@ -141,7 +140,6 @@ async def _fill_tombstones(conn: AsyncConnection, new_chains: list[dict[str, Any
 
 
 async def _insert_family_contacts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    insert = dialect_insert(conn.engine)
-    for start in range(0, len(rows), _CHUNK):
-        await conn.execute(insert(family_contacts).values(rows[start : start + _CHUNK])
-                           .on_conflict_do_nothing())
+    if rows:
+        await conn.execute(dialect_insert(conn.engine)(family_contacts).on_conflict_do_nothing(),
+                           rows)
