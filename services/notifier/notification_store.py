@@ -17,14 +17,31 @@ writer at a time), so the two cannot miss each other."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from servicekit.database import dialect_insert, supports_skip_locked
-from sqlalchemy import Column, Row, and_, case, delete, false, literal, select, text, update
+from servicekit.database import dialect_insert, rows_table, rows_values, supports_skip_locked
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    Row,
+    String,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from notifier import chains, optout
@@ -179,29 +196,12 @@ async def settle(conn: AsyncConnection, group: Sequence[tuple[Row[Any], Settleme
     row's values are chosen by id within one UPDATE."""
     provider_ids = sorted({s.provider_id for _, s in group if s.provider_id})
     await _lock_provider_ids(conn, provider_ids)
-    handed = [(row, s) for row, s in group if s.status in HANDED_OVER]
-    started = [row.id for row, s in group if s.started]
-    values: dict[str, Any] = {
-        "status": _per_row(notifications.c.status, {row.id: s.status for row, s in group}),
-        "error": _per_row(notifications.c.error, {row.id: s.error for row, s in group}),
-        "attempts": _per_row(notifications.c.attempts,
-                             {row.id: row.attempts + s.attempts for row, s in group}),
-        "updated_at": now, "claimed_at": None, "uncertain": False}
-    if handed:
-        values["provider_id"] = _per_row(notifications.c.provider_id,
-                                         {row.id: s.provider_id for row, s in handed})
-        values["sent_at"] = _per_row(notifications.c.sent_at, {row.id: now for row, _ in handed})
-    if started:
-        # A cancellation recorded after the send started: the record says it went anyway.
-        values["note"] = case((and_(notifications.c.id.in_(started),
-                                    notifications.c.cancel_requested),
-                               literal(SENT_ANYWAY) + notifications.c.note),
-                              else_=notifications.c.note)
+    dialect = conn.dialect.name
     settled = set((await conn.execute(
-        update(notifications)
-        .where(notifications.c.id.in_([row.id for row, _ in group]),
-               notifications.c.status.in_(TRANSITIONS["settle"]))
-        .values(**values).returning(notifications.c.id))).scalars())
+        _settle_statement(dialect),
+        {"now": now, **rows_values(dialect, _SETTLE_NAMES, [
+            (row.id, s.status, s.error, row.attempts + s.attempts, s.provider_id,
+             s.status in HANDED_OVER, s.started) for row, s in group])})).scalars())
     statuses: dict[str, Status] = {row.id: s.status for row, s in group if row.id in settled}
     by_provider_id = {s.provider_id: row.id for row, s in group if row.id in settled}
     for early in await _take_early(conn, [p for p in provider_ids if p in by_provider_id]):
@@ -214,19 +214,34 @@ async def settle(conn: AsyncConnection, group: Sequence[tuple[Row[Any], Settleme
     return [statuses.get(row.id) for row, _ in group]
 
 
-def _per_row(column: Column[Any], by_id: dict[str, Any]) -> Any:
-    """A column's new value chosen by the row's id (unchanged for ids not in `by_id`).
+_SETTLE_COLUMNS = (("id", String), ("status", String), ("error", Text), ("attempts", Integer),
+                   ("provider_id", String), ("handed", Boolean), ("started", Boolean))
+_SETTLE_NAMES = tuple(name for name, _ in _SETTLE_COLUMNS)
 
-    SQLAlchemy compiles a statement once per shape, and a CASE of n choices is a shape of its
-    own: groups of every size from 1 to the send concurrency each paid a compile, which was
-    a tenth of the notifier's time against the instant stub. The choices are padded to the
-    next power of two with ids no row has (row ids are UUIDs), so a handful of shapes
-    are compiled once and reused."""
-    size = 1 << max(len(by_id) - 1, 0).bit_length()
-    padding = {f"padding-{index}": None for index in range(size - len(by_id))}
-    return case({row_id: literal(value, column.type)
-                 for row_id, value in (by_id | padding).items()},
-                value=notifications.c.id, else_=column)
+
+@functools.cache
+def _settle_statement(dialect_name: str) -> Update:
+    """`settle`'s one UPDATE for a group of rows, each row's values joined in by id (a
+    `rows_table`): compiled once whatever the group's size, where a CASE choosing by id had
+    a shape for every size and a tenth of the notifier's time against the instant stub went
+    on compiling and keying them."""
+    given = rows_table(dialect_name, _SETTLE_COLUMNS)
+    now = bindparam("now", type_=notifications.c.updated_at.type)
+    return (
+        update(notifications)
+        .where(notifications.c.id == given.c.id,
+               notifications.c.status.in_(TRANSITIONS["settle"]))
+        .values(status=given.c.status, error=given.c.error, attempts=given.c.attempts,
+                provider_id=case((given.c.handed, given.c.provider_id),
+                                 else_=notifications.c.provider_id),
+                sent_at=case((given.c.handed, now), else_=notifications.c.sent_at),
+                # A cancellation recorded after the send started: the record says it went
+                # anyway.
+                note=case((and_(given.c.started, notifications.c.cancel_requested),
+                           literal(SENT_ANYWAY) + notifications.c.note),
+                          else_=notifications.c.note),
+                updated_at=now, claimed_at=None, uncertain=False)
+        .returning(notifications.c.id))
 
 
 async def record_receipt(conn: AsyncConnection, provider_id: str, status: Status,

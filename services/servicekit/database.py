@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, make_url
@@ -142,6 +143,28 @@ def key_values(dialect_name: str, keys: Iterable[tuple[str, str]]) -> dict[str, 
     if dialect_name == "postgresql":
         return {"key_firsts": [k[0] for k in rows], "key_seconds": [k[1] for k in rows]}
     return {"key_rows": _json_text(rows)}
+
+
+def rows_table(dialect_name: str, columns: Sequence[tuple[str, Any]]) -> Any:
+    """A batch of rows of (name, type) columns as a table to join against, as `key_table`
+    does for keys: one statement whatever the batch, where a VALUES list or a CASE with a
+    choice per row is a statement of its own for every size. `rows_values` gives its rows.
+    Columns are strings, numbers, booleans or nulls (SQLite reads them from JSON)."""
+    if dialect_name == "postgresql":
+        return func.unnest(*[bindparam(f"rows_{name}", type_=postgresql.ARRAY(type_))
+                             for name, type_ in columns]
+                           ).table_valued(*[name for name, _ in columns]).render_derived()
+    walked = func.json_each(bindparam("rows_json", type_=String)).table_valued("value")
+    return select(*[type_coerce(func.json_extract(walked.c.value, f"$[{index}]"), type_)
+                    .label(name) for index, (name, type_) in enumerate(columns)]).subquery()
+
+
+def rows_values(dialect_name: str, names: Sequence[str], rows: Sequence[Sequence[Any]]
+                ) -> dict[str, Any]:
+    """The parameters that fill `rows_table`: each row's values in the columns' order."""
+    if dialect_name == "postgresql":
+        return {f"rows_{name}": [row[index] for row in rows] for index, name in enumerate(names)}
+    return {"rows_json": _json_text(list(rows))}
 
 
 def _is_json(table: Table, name: str) -> bool:
