@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,16 +15,17 @@ from servicekit.clock import FrozenClock
 from servicekit.database import bulk_execute, bulk_insert, make_engine
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from triage import history
+from triage import evaluation, history
+from triage.calendar import SchoolCalendar
 from triage.housekeeping import triage_purges
 from triage.ingest import Ingestor
 from triage.migrations import upgrade
-from triage.models import marks, pupils, received_events
+from triage.models import decisions, marks, pupils, received_events, scheduled_actions
 from triage.school_document import SchoolDocument
 from triage.schools import SchoolContextCache, store_school
 from triage.settings import TriageSettings
 
-from tests.factories import LONDON, URN, pupil, school
+from tests.factories import LONDON, URN, mark, pupil, school
 
 MONDAY = dt.date(2026, 11, 23)
 NOW = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
@@ -248,3 +250,67 @@ async def test_an_event_already_recorded_is_a_duplicate_in_any_later_batch(
     async with engine.connect() as conn:
         logged = (await conn.execute(select(received_events.c.event_id))).scalars().all()
     assert sorted(logged) == ["event-1", "event-2", "event-3"]
+
+
+async def test_pupils_in_school_the_day_before_are_judged_on_two_days_exactly_as_on_all(
+        engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluator reads the rules' look-back of marks only for pupils whose day may be in or
+    after an absence episode (`_near_an_episode`). Two schools with the same pupils, history
+    and morning, one judged that way and one with every pupil's look-back read: the same
+    decisions and the same scheduled actions."""
+    rng = random.Random(20261123)
+    calendar = SchoolCalendar.from_document(school([])["calendar"])
+    days = [MONDAY]
+    while len(days) < 16:
+        days.insert(0, calendar.previous_school_day(days[0]))  # type: ignore[arg-type]
+    past = days[:-1]
+    ids = [f"P{n:03d}" for n in range(60)]
+    history_rows = []
+    for p in ids:  # runs of absence, as real registers have them
+        absent = False
+        for day in past:
+            absent = rng.random() < (0.8 if absent else 0.25)
+            kind = rng.choices(["marked", "not possible", "unmarked"], [0.85, 0.1, 0.05])[0]
+            for session in ("AM", "PM"):
+                code = ("#" if kind == "not possible" else rng.choice(["N", "N", "I"])
+                        if absent else rng.choice(["/", "/", "L"]))
+                if kind != "unmarked":
+                    history_rows.append((p, day, session, code))
+    morning = [(p, MONDAY, rng.choice(["/", "N", "N", "L", "I", "#"])) for p in ids]
+    # Then amendments to earlier days, a batch of their own.
+    amended = [(p, rng.choice(past), rng.choice(["/", "N", "I"])) for p in rng.sample(ids, 10)]
+    clock = FrozenClock(dt.datetime(2026, 11, 23, 9, 30, tzinfo=LONDON))
+    judged = {"100001": False, "100002": True}  # urn -> every pupil's look-back read
+    async with engine.begin() as conn:
+        for urn in judged:
+            await store_school(conn, SchoolDocument.model_validate(
+                school([pupil(p, contacts=[]) for p in ids], urn=urn)), clock.now())
+        await conn.execute(insert(marks), [
+            {"school_urn": urn, "pupil_id": p, "date": day, "session": session, "code": code,
+             "recorded_at": NOW - dt.timedelta(days=1), "event_id": f"{urn}-{p}-{day}-{session}"}
+            for urn in judged for p, day, session, code in history_rows])
+    ingestor = Ingestor(engine, clock, SchoolContextCache())
+    for urn, every_pupil in judged.items():
+        if every_pupil:
+            monkeypatch.setattr(evaluation, "_near_an_episode", lambda *_: True)
+        for batch in (morning, amended):
+            outcomes = await ingestor.apply([
+                EVENT_ADAPTER.validate_python(mark(p, code, day=day, urn=urn,
+                                                   recorded=clock.now()))
+                for p, day, code in batch])
+            assert {o.status for o in outcomes} == {"applied"}
+
+    async with engine.connect() as conn:
+        found = {urn: (
+            sorted((r.rule, r.pupil_id, r.dedup_key.replace(urn, "URN"), r.outcome, r.reason)
+                   for r in (await conn.execute(
+                       select(decisions).where(decisions.c.school_urn == urn))).all()),
+            sorted((r.rule, r.pupil_id, r.dedup_key.replace(urn, "URN"), r.date, r.due_at,
+                    r.status) for r in (await conn.execute(
+                        select(scheduled_actions)
+                        .where(scheduled_actions.c.school_urn == urn))).all()))
+            for urn in judged}
+    assert found["100001"] == found["100002"]
+    rules = {rule for rule, *_ in found["100001"][0]}
+    assert {"first_day_contact", "day3_home_visit"} <= rules, \
+        "the morning decided things worth comparing"

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from triage import counters, history
 from triage import decisions as decision_store
+from triage.calendar import SchoolCalendar
 from triage.rates import school_year_start
 from triage.rules import RULES, Decision, episodes, penalty_notice_threshold
 from triage.rules.marks import is_stale
@@ -79,9 +80,23 @@ class Evaluator:
             plans[urn] = (context, on_roll, since, local_date(self._now, context.tz))
         if not plans:
             return
+        # Most pupils of a morning were in school the day before: their days start no
+        # episode and follow none, so the rules need only those two days. The look-back is
+        # read for the others alone (on the 190th day of a year, reading it for every
+        # pupil returned a dozen days of marks each and was the morning's costliest query).
+        end = max(plan[3] for plan in plans.values())
         marks = await history.marks_between_many(
             self._conn, {(urn, p) for urn, plan in plans.items() for p in plan[1]},
-            min(plan[2] for plan in plans.values()), max(plan[3] for plan in plans.values()))
+            min(_day_before(min(min(d) for d in plan[1].values()), plan[0].calendar)
+                for plan in plans.values()), end)
+        deeper = {(urn, pupil_id): since for urn, (context, on_roll, since, _) in plans.items()
+                  for pupil_id, days in on_roll.items()
+                  if _near_an_episode(days, marks[urn][pupil_id], context.calendar)}
+        if deeper:
+            more = await history.marks_between_many(self._conn, deeper, min(deeper.values()),
+                                                    end)
+            for urn, pupil_id in deeper:
+                marks[urn][pupil_id] = more[urn][pupil_id]
         fresh: dict[str, dict[str, set[dt.date]]] = {}
         for urn, (context, on_roll, since, today) in plans.items():
             current = await self._school(context, on_roll,
@@ -177,6 +192,26 @@ class Evaluator:
                     self._place(decision, urn, pupil_id, today)
             changed[urn] = school_changed
         await history.save_states_many(conn, changed, self._now)
+
+
+def _day_before(day: dt.date, calendar: SchoolCalendar) -> dt.date:
+    return calendar.previous_school_day(day) or day
+
+
+def _near_an_episode(days: set[dt.date], pupil_marks: episodes.MarksByDay,
+                     calendar: SchoolCalendar) -> bool:
+    """Whether any of these days may belong to or follow an absence episode (the pupil's
+    look-back is needed): the day absent, or the school day before it absent or not counted
+    (not-possible sessions only). Otherwise `episode_containing` and `episode_ending_before`
+    stop at those two days, whatever came earlier."""
+    for day in days:
+        if episodes.day_kind(pupil_marks.get(day)) is episodes.DayKind.ABSENT:
+            return True
+        before = calendar.previous_school_day(day)
+        if before is not None and episodes.day_kind(pupil_marks.get(before)) in (
+                episodes.DayKind.ABSENT, episodes.DayKind.NEUTRAL):
+            return True
+    return False
 
 
 def _on_or_after(found: history.PupilMarks, since: dt.date,
