@@ -168,13 +168,18 @@ async def every_mark_recorded(service: TriageService, marks: list[dict[str, Any]
     """Wait, step by settled step, until triage has recorded every mark (a redelivered
     duplicate also counts as settled, so the count alone does not say). With replicas, a
     step is any replica settling a batch: the last marks may all go to one of them."""
-    consumers = [s.consumer for s in (service, *replicas)]
-    assert all(c is not None for c in consumers)
+    consumers = [s.consumer for s in (service, *replicas) if s.consumer is not None]
+    assert len(consumers) == 1 + len(replicas)
     wanted = {m["event_id"] for m in marks}
     async with asyncio.timeout(timeout):
-        while not wanted <= await recorded_event_ids(service):
-            steps = [asyncio.ensure_future(c.wait_settled(c.settled + 1, timeout))
-                     for c in consumers if c is not None]
+        while True:
+            # Counted before the read: a batch settled while the read runs ends the wait at
+            # once, where counting after it would wait for a batch that never comes.
+            counts = [c.settled for c in consumers]
+            if wanted <= await recorded_event_ids(service):
+                return
+            steps = [asyncio.ensure_future(c.wait_settled(count + 1, timeout))
+                     for c, count in zip(consumers, counts, strict=True)]
             try:
                 await asyncio.wait(steps, return_when=asyncio.FIRST_COMPLETED)
             finally:
