@@ -18,6 +18,7 @@ when NOTIFIER_STAFF_URL is not set); a family message never links there.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,12 @@ def _number(context: Context, value: float) -> str:
     return format_decimal(value, locale=_locale(context))
 
 
+@functools.lru_cache(maxsize=4096)
 def national_phone(number: str) -> str:
     """'+441632960000' -> '01632 960000': how British readers write and dial it. A number
-    from abroad keeps its international form; one that cannot be parsed is shown as given."""
+    from abroad keeps its international form; one that cannot be parsed is shown as given.
+    Kept per number: every message names its school's, and parsing it took 3% of the
+    notifier's time against the instant stub."""
     try:
         parsed = phonenumbers.parse(number, _REGION)
     except phonenumbers.NumberParseException:
