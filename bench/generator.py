@@ -184,17 +184,24 @@ def first_reachable_phone(contacts: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def first_day_absences(authority: Authority, amended: bool = True) -> set[tuple[str, str]]:
+    """(urn, pupil_id) of every pupil whose AM mark is N (once amendments are in, unless
+    `amended` is False): each gets a first-day action, whether or not anyone in the family
+    may be contacted (docs/rules.md "family_unreachable")."""
+    codes = authority.final_codes() if amended else {
+        (m["school_urn"], m["pupil_id"]): m["code"] for m in authority.marks}
+    return {key for key, code in codes.items() if code == "N"}
+
+
 def expected_first_day_sms(authority: Authority,
                            pupils: set[tuple[str, str]] | None = None,
                            amended: bool = True) -> dict[tuple[str, str], str]:
     """(urn, pupil_id) -> the phone that must get exactly one first-day SMS naming the pupil:
     AM mark N and not amended away (docs/rules.md "The rules" first_day_contact)."""
     records = {(s["urn"], p["id"]): p for s in authority.schools for p in s["pupils"]}
-    codes = authority.final_codes() if amended else {
-        (m["school_urn"], m["pupil_id"]): m["code"] for m in authority.marks}
     expected = {}
-    for key, code in codes.items():
-        if code != "N" or (pupils is not None and key not in pupils):
+    for key in first_day_absences(authority, amended):
+        if pupils is not None and key not in pupils:
             continue
         phone = first_reachable_phone(records[key]["contacts"])
         if phone:

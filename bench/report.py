@@ -77,12 +77,27 @@ class Report:
     def write(self) -> None:
         text = RESULTS.read_text() if RESULTS.exists() else HEADER
         key = f"{self.entry.replace(' ', '-')}:{self.mode}" if self.entry else self.mode
-        begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+        begin, end = _markers(key)
         section = f"{begin}\n{self.markdown()}\n{end}"
-        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+        pattern = _section_pattern(key)
         text = pattern.sub(lambda _: section, text) if pattern.search(text) else (
             text.rstrip() + "\n\n" + section + "\n")
         RESULTS.write_text(text)
+
+
+def section(key: str) -> str | None:
+    """One run's section of results.md (`full`, `a-year-on:full`, ...), or None if absent."""
+    found = _section_pattern(key).search(RESULTS.read_text()) if RESULTS.exists() else None
+    return found.group(0) if found else None
+
+
+def _markers(key: str) -> tuple[str, str]:
+    return f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+
+
+def _section_pattern(key: str) -> re.Pattern[str]:
+    begin, end = _markers(key)
+    return re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
 
 
 def _verdict(passed: bool | None) -> str:

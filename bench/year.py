@@ -46,7 +46,7 @@ from triage.rules.first_day_contact import ID as FIRST_DAY
 from triage.rules.first_day_contact import dedup_key
 
 from bench import processes, rosters
-from bench.generator import LONDON, Authority, encode, generate
+from bench.generator import LONDON, Authority, encode, first_day_absences, generate
 from bench.infra import POSTGRES_DSN, Databases
 from bench.report import Report
 from bench.throughput import dead_lettered, triage_in_process, triage_settings
@@ -320,14 +320,6 @@ def clock_offset(to: dt.datetime) -> Iterator[None]:
         del os.environ["CLOCK_OFFSET_SECONDS"]
 
 
-def first_day_absences(day_authority: Authority) -> set[tuple[str, str]]:
-    """Pupils whose AM mark is N once amendments are in: each gets a first-day action, whether
-    or not anyone in the family may be contacted (one whose only contact is under a court
-    order is raised as family_unreachable when it falls due, docs/rules.md), so this is not
-    the set of SMS expected (`expected_first_day_sms`)."""
-    return {key for key, code in day_authority.final_codes().items() if code == "N"}
-
-
 async def first_day_contacts(database_url: str, day: dt.date) -> set[tuple[str, str]]:
     engine = make_engine(database_url)
     try:
@@ -385,6 +377,8 @@ async def run(report: Report, amqp_url: str, databases: Databases, schools: int,
                        f"({DAY_1} to {HISTORY[-1]}), {written / loaded:,.0f} rows/s; "
                        f"then VACUUM ANALYZE {vacuumed:.0f} s")
 
+    # Every first-day N, not only those with a phone that may be texted: a family nobody may
+    # contact still gets its action, raised as family_unreachable when it falls due.
     expected_first = first_day_absences(first)
     # A pupil absent on day 189 is in an episode already: day 190 is not its first day.
     expected_last = first_day_absences(last) - history.absent_on_last_day

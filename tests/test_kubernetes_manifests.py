@@ -32,13 +32,13 @@ from staff.settings import StaffSettings
 from triage.app import TriageService
 from triage.app import create_app as triage_app
 
+from bench import report
 from tests.contract_settings import SETTINGS, STRONG_SECRET, allowed_settings, every_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "infra" / "kubernetes"
 EXAMPLE_SECRET = MANIFESTS / "secret.example.yaml"
 KEDA_SCHEMA = Path(__file__).resolve().parent / "schemas" / "keda.json"
-BENCH_RESULTS = ROOT / "bench" / "results.md"
 DOCKERFILE = ROOT / "Dockerfile"
 
 # The oldest Kubernetes minor version the manifests must be valid for.
@@ -329,13 +329,11 @@ def _mebibytes(quantity: str) -> float:
 def _bench_peak_rss_mb() -> dict[str, int]:
     """Peak RSS at full size (1x) from bench/results.md's full run, and triage's on the 190th
     morning of a year from the full year-on run when there is one: the larger sizes triage."""
-    results = BENCH_RESULTS.read_text(encoding="utf-8")
-    full = results.split("<!-- bench:full -->")[1]
-    found = re.search(r"peak RSS at 1x: triage / notifier \| (\d+) MB / (\d+) MB", full)
+    full = report.section("full")
+    found = full and re.search(r"peak RSS at 1x: triage / notifier \| (\d+) MB / (\d+) MB", full)
     assert found, "bench/results.md has no full-size peak RSS"
     peaks = {"triage": int(found.group(1)), "notifier": int(found.group(2))}
-    if "<!-- bench:a-year-on:full -->" in results:
-        year = results.split("<!-- bench:a-year-on:full -->")[1]
+    if (year := report.section("a-year-on:full")) is not None:
         on_day_190 = re.search(r"peak RSS of `python -m triage` on the day-190 database \| "
                                r"(\d+) MB", year)
         assert on_day_190, "bench/results.md's year-on run has no peak RSS"
