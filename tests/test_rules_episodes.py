@@ -30,6 +30,8 @@ async def test_day3_falls_on_the_monday_after_a_thursday_friday_absence(stack: S
     emails = await emails_about(stack, "home visit", 2)
     assert sorted(e["To"] for e in emails) == ["attendance@millbrook.example",
                                               "dsl@millbrook.example"]
+    await stack.handed_over()
+    await stack.sent(3)  # Thursday's text and the two home-visit emails
     assert len(stack.twilio.messages) == 1, "one first-day text on Thursday, none after"
 
 
